@@ -1,0 +1,1 @@
+"""The MDF execution engine: runs ModECI MDF graphs on numpy."""
