@@ -6,6 +6,7 @@ line on stderr; ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -155,10 +156,60 @@ def plugins():
         click.echo(f"{kind:9} {name:20} {target}  [{dist}]")
 
 
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False),
+              help="Picture to write: .svg, .png or .pdf (.gv/.dot for the DOT text).")
+@click.option("--passes", default="none", show_default=True,
+              help="Pipeline to run first (none, default, or comma-separated pass names).")
+@click.option("--from", "fmt", type=str, default=None, help="Source format (default: from the "
+              "suffix).")
+def graph(model, out, passes, fmt):
+    """Draw MODEL's IR with Graphviz: one box per node (op, name, shape, params)."""
+    from . import viz
+
+    ir = api.optimize(api.load(model, format=fmt), passes)
+    viz.render(ir, out)
+    click.echo(f"wrote {out}: {len(ir)} nodes, {ir.count_params():,} params")
+
+
+@cli.command()
+@click.option("--models", default=None, help="Comma-separated zoo models (default: all: "
+              "mlp_128_128,mlp_128_32,cnn_tutorial,cnn_dropout,cnn_two_conv).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Training epochs for every model (default: per model, 2-4).")
+@click.option("--out", "out", type=click.Path(file_okay=False), default="demo_out",
+              show_default=True, help="Directory for artifacts and pictures.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+              help="MNIST IDX files (default: $IR_BRIDGE_MNIST_DIR or the bundled test set).")
+@click.option("--train-size", type=click.IntRange(min=1), default=None,
+              help="Train on only the first N training images.")
+@click.option("--test-size", type=click.IntRange(min=1), default=None,
+              help="Evaluate on only the first N held-out images.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None,
+              help="Training batch size (default: 32).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed for weights, "
+              "shuffling and dropout.")
+@click.pass_context
+def demo(ctx, models, epochs, out, data_dir, train_size, test_size, batch_size, seed):
+    """Train the MNIST zoo, compile it to MDF, ONNX and Keras, and check every runtime agrees
+    with Keras (exit 1 if one does not)."""
+    from .demo import run_demo
+
+    result = run_demo(models, epochs=epochs, out=out, data_dir=data_dir, train_size=train_size,
+                      test_size=test_size, batch_size=batch_size, seed=seed,
+                      debug=ctx.obj["debug"])
+    if not result.ok:
+        raise ParityError("; ".join(result.failures()))
+
+
 def main(argv=None) -> int:
     """Entry point of the ``ir-bridge`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    if not debug:
+        # TensorFlow's C++ start-up chatter would bury the one-line messages on stderr.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     try:
         cli.main(args=argv, prog_name="ir-bridge", standalone_mode=False)
     except click.exceptions.Exit as exc:
