@@ -12,6 +12,7 @@ PIPELINES: dict[str, list[str]] = {
     "default": [
         "eliminate-dropout",
         "constant-folding",
+        "fold-pad",
         "fold-batchnorm",
         "fold-flatten",
         "fuse-activation",

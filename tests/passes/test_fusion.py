@@ -102,3 +102,32 @@ def test_fold_batchnorm_into_gemm_and_refusals(rng):
     result = assert_preserves(g, "fold-batchnorm")
     assert not result.changed
     assert any("axis other than the channels" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_fold_pad_into_conv(layout, rng):
+    g = Graph()
+    shape = (None, 6, 6, 2) if layout == "NHWC" else (None, 2, 6, 6)
+    x = g.add_input("x", shape)
+    pads = (0, 1, 2, 0, 0, 3, 0, 0) if layout == "NHWC" else (0, 0, 1, 2, 0, 0, 3, 0)
+    p = g.add_node("Pad", [x], attrs={"pads": pads})
+    g.set_outputs([g.add_node("Conv", [p], attrs={"layout": layout, "pads": (1, 0, 0, 1)},
+                              params={"W": rng.standard_normal((3, 2, 3, 3)).astype(F)})])
+    result = assert_preserves(g, "fold-pad")
+    assert result.graph.op_counts() == {"Input": 1, "Conv": 1}
+    assert result.graph["conv"].attrs["pads"] == (2, 2, 3, 1)
+
+
+def test_fold_pad_refuses_channel_padding_and_non_conv_users(rng):
+    g = Graph()
+    x = g.add_input("x", (None, 6, 6, 2))
+    p = g.add_node("Pad", [x], attrs={"pads": (0, 1, 1, 1, 0, 1, 1, 0)})
+    g.set_outputs([g.add_node("Conv", [p], attrs={"layout": "NHWC"},
+                              params={"W": rng.standard_normal((3, 3, 3, 3)).astype(F)})])
+    result = assert_preserves(g, "fold-pad")
+    assert not result.changed and any("channel" in n for n in result.notes)
+    g = Graph()
+    x = g.add_input("x", (None, 6, 6, 2))
+    p = g.add_node("Pad", [x], attrs={"pads": (0, 1, 1, 0, 0, 1, 1, 0)})
+    g.set_outputs([g.add_node("MaxPool", [p], attrs={"layout": "NHWC", "kernel_shape": (2, 2)})])
+    assert not assert_preserves(g, "fold-pad").changed
