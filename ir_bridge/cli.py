@@ -177,7 +177,7 @@ def graph(model, out, passes, fmt):
 @click.option("--models", default=None, help="Comma-separated zoo models (default: all: "
               "mlp_128_128,mlp_128_32,cnn_tutorial,cnn_dropout,cnn_two_conv).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="Training epochs for every model (default: per model, 2-4).")
+              help="Training epochs for every model (default: per model, 2-5).")
 @click.option("--out", "out", type=click.Path(file_okay=False), default="demo_out",
               show_default=True, help="Directory for artifacts and pictures.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None,
