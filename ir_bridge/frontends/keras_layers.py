@@ -122,6 +122,8 @@ class KerasContext:
         base = f"{origin}/{suffix}" if suffix else origin
         node = self.graph.add_node(op, inputs, name=self.graph.unique_name(base), attrs=attrs,
                                    params=params, origin=origin)
+        # The Keras backend rebuilds the same layer class (Activation("relu") vs ReLU()).
+        node.meta["keras_class"] = type(layer).__name__
         return node.name
 
     def shape(self, name: str) -> tuple:

@@ -10,19 +10,23 @@ Rules:
 
 from __future__ import annotations
 
+import math
+
 from .base import register_pass
 
 
-def _flatten_axis(node) -> int | None:
+def _flatten_axis(node, src) -> int | None:
     """1 if ``node`` flattens a batch-first tensor to ``(batch, rest)``, else None."""
     if node.op == "Flatten" and node.attrs["axis"] == 1:
         return 1
-    if node.op == "Reshape":
+    if node.op == "Reshape" and src.type is not None:
         shape = list(node.attrs["shape"])
-        t = node.type
-        if len(shape) == 2 and shape[0] in (0, -1) and t is not None and t.rank == 2:
-            if shape[0] == 0 or shape[1] != -1:
-                return 1
+        rest = src.type.shape[1:]
+        known = None if None in rest else math.prod(rest)
+        # (0, -1) keeps the batch by definition; (-1, k) or (0, k) only when k is all of
+        # the non-batch elements (otherwise it would fold rows into the batch).
+        if len(shape) == 2 and (shape == [0, -1] or (shape[0] in (0, -1) and shape[1] == known)):
+            return 1
     return None
 
 
@@ -31,9 +35,11 @@ def _flatten_axis(node) -> int | None:
 def fold_flatten(graph, ctx) -> bool:
     changed = False
     for node in list(graph):
-        if _flatten_axis(node) is None:
+        if node.op not in ("Flatten", "Reshape"):
             continue
         src = graph.node(node.inputs[0])
+        if _flatten_axis(node, src) is None:
+            continue
         if src.type is not None and src.type.rank == 2 and not graph.is_output(node):
             graph.bypass(node)
             changed = True

@@ -131,3 +131,17 @@ def test_fold_pad_refuses_channel_padding_and_non_conv_users(rng):
     p = g.add_node("Pad", [x], attrs={"pads": (0, 1, 1, 0, 0, 1, 1, 0)})
     g.set_outputs([g.add_node("MaxPool", [p], attrs={"layout": "NHWC", "kernel_shape": (2, 2)})])
     assert not assert_preserves(g, "fold-pad").changed
+
+
+def test_fold_flatten_leaves_reshapes_that_merge_rows_into_the_batch(rng):
+    g = Graph()
+    x = g.add_input("x", (None, 7, 8))
+    r = g.add_node("Reshape", [x], attrs={"shape": (-1, 8)})  # (N*7, 8): not a flatten
+    g.set_outputs([dense(g, r, 8, 3, rng)])
+    result = assert_preserves(g, "fold-flatten")
+    assert not result.changed
+    g = Graph()
+    x = g.add_input("x", (None, 7, 8))
+    r = g.add_node("Reshape", [x], attrs={"shape": (-1, 56)})  # a real flatten
+    g.set_outputs([dense(g, r, 56, 3, rng)])
+    assert assert_preserves(g, "fold-flatten").graph.op_counts() == {"Input": 1, "Gemm": 1}
