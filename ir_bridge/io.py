@@ -15,6 +15,16 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def _finish(tmp, path) -> None:
+    os.chmod(tmp, _umask_mode())
+    os.replace(tmp, path)
+
+
+def _discard(tmp) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb"):
     """Open a temporary file beside ``path``; rename it over ``path`` only on success."""
@@ -24,11 +34,9 @@ def atomic_write(path, mode: str = "wb"):
     try:
         with os.fdopen(fd, mode) as f:
             yield f
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
+        _finish(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise
 
 
@@ -43,9 +51,7 @@ def atomic_write_path(path, writer) -> None:
     os.close(fd)
     try:
         writer(tmp)
-        os.chmod(tmp, _umask_mode())
-        os.replace(tmp, path)
+        _finish(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        _discard(tmp)
         raise

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ir.opset import broadcast_shapes
+from ..ir.opset import broadcast_shapes, operand_shapes
 from ..ir.schema import REQUIRED, OpSchema, all_schemas, define_op
 from ..ir.types import TensorType
 from ..ops import register_kernel
@@ -175,15 +175,8 @@ _COMPARE = {"Less": np.less, "Greater": np.greater, "Equal": np.equal,
             "And": np.logical_and, "Or": np.logical_or}
 
 
-def _operands(node, types):
-    shapes = [t.shape for t in types]
-    if len(types) == 1 and "B" in node.params:
-        shapes.append(node.params["B"].shape)
-    return shapes
-
-
 def _compare_shape(node, types):
-    return TensorType(broadcast_shapes(*_operands(node, types)), "bool")
+    return TensorType(broadcast_shapes(*operand_shapes(node, types)), "bool")
 
 
 def _cast_shape(node, types):

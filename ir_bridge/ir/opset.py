@@ -49,7 +49,8 @@ def broadcast_shapes(*shapes):
     return tuple(out)
 
 
-def _operand_shapes(node, types):
+def operand_shapes(node, types):
+    """Shapes of a binary op's operands: its inputs, plus the constant param ``B`` if used."""
     shapes = [t.shape for t in types]
     if len(types) == 1 and "B" in node.params:
         shapes.append(node.params["B"].shape)
@@ -57,7 +58,7 @@ def _operand_shapes(node, types):
 
 
 def _broadcast(node, types):
-    return types[0].with_shape(broadcast_shapes(*_operand_shapes(node, types)))
+    return types[0].with_shape(broadcast_shapes(*operand_shapes(node, types)))
 
 
 def _norm_axis(axis, rank):
@@ -512,5 +513,5 @@ FUSIBLE_ACTIVATIONS = frozenset(
 #: Ops that take a fused activation.
 FUSION_HOSTS = frozenset(["Gemm", "Conv", "ConvTranspose"])
 
-__all__ = ["broadcast_shapes", "same_pads", "window_output", "FUSIBLE_ACTIVATIONS",
+__all__ = ["broadcast_shapes", "operand_shapes", "same_pads", "window_output", "FUSIBLE_ACTIVATIONS",
            "FUSION_HOSTS"]
