@@ -397,8 +397,8 @@ def build_model(graph, *, name: str | None = None):
         nid = ids[node.name]
         if node.op == "Input":
             shape = node.attrs["shape"]
-            dynamic = [i for i, d in enumerate(shape) if d is None]
-            meta = {"dynamic_axes": dynamic} if dynamic else None
+            # Written even when empty: readers take axis 0 as the batch when it is absent.
+            meta = {"dynamic_axes": [i for i, d in enumerate(shape) if d is None]}
             port = mdf.InputPort(id=nid, shape=tuple(1 if d is None else int(d) for d in shape),
                                  type=node.attrs["dtype"], metadata=meta)
             g.nodes.append(mdf.Node(id=nid, input_ports=[port],

@@ -424,8 +424,10 @@ def _unstructure(value, array_hook):
 
 
 def _put(d: dict, key: str, value, array_hook, default=None) -> None:
-    if value is None or value == default or (isinstance(value, (list, dict, tuple))
-                                             and not len(value)):
+    """Set ``d[key]`` unless ``value`` is None, empty, or the field's default."""
+    if value is None or (isinstance(value, (list, dict, tuple)) and not len(value)):
+        return
+    if default is not None and isinstance(value, str) and value == default:
         return
     d[key] = _unstructure(value, array_hook)
 

@@ -20,8 +20,9 @@ Two things make the plan faster than the generic interpreter, with the same arit
 * Conv and MaxPool batch chunks are spread over a small thread pool (one worker per core),
   with the BLAS library held to one thread meanwhile, so the im2col copies, activations and
   pooling run in parallel too, not only the GEMMs. Without ``threadpoolctl`` (which can hold
-  BLAS to one thread) the chunks run in order and BLAS keeps its own threads. Gemm steps
-  keep BLAS's own threads: one large call beats row blocks on few cores.
+  BLAS to one thread) the chunks run in order and BLAS keeps its own threads. A large Gemm
+  keeps BLAS's own threads (one big call beats row blocks on few cores); a small one runs
+  on one thread.
 """
 
 from __future__ import annotations
@@ -73,20 +74,24 @@ class _SingleBlasThread:
 
 class _Workers:
     """A process-wide pool running ``work(items)`` on interleaved shares of ``items``, one
-    share per core (the calling thread takes one), with BLAS held to one thread meanwhile:
-    each worker runs its own GEMMs, and BLAS's threads would fight the workers for cores."""
+    share per core (the calling thread takes one), with BLAS held to one thread meanwhile.
+
+    Each worker runs its own cache-sized GEMMs; BLAS threads on those would only add
+    synchronisation, and on a busy machine a GEMM split over two threads waits a whole
+    scheduler time slice for the one that was preempted (8 ms for a 2-MFLOP product)."""
 
     def __init__(self, n: int, blas: _SingleBlasThread):
         self.n = n
         self.blas = blas
-        self.pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="ir_bridge")
+        self.pool = ThreadPoolExecutor(max_workers=n - 1, thread_name_prefix="ir_bridge") \
+            if n > 1 else None
 
     def __call__(self, work, items) -> None:
-        if len(items) < 2:
-            work(items)
-            return
-        shares = [items[i::self.n] for i in range(self.n)]
         with self.blas:
+            if len(items) < 2 or self.pool is None:
+                work(items)
+                return
+            shares = [items[i::self.n] for i in range(self.n)]
             futures = [self.pool.submit(work, share) for share in shares[1:] if share]
             try:
                 work(shares[0])
@@ -100,12 +105,11 @@ _WORKERS_LOCK = threading.Lock()
 
 
 def _workers(threads: int | None) -> _Workers | None:
-    """The shared worker pool; None when one thread is asked for or when BLAS cannot be
-    held to one thread (then chunks run in order and BLAS keeps its own threads)."""
+    """The shared worker pool (of one thread: the caller, when ``threads`` is 1); None when
+    BLAS cannot be held to one thread (then chunks run in order and BLAS keeps its own
+    threads)."""
     global _WORKERS
-    n = threads if threads is not None else (os.cpu_count() or 1)
-    if n < 2:
-        return None
+    n = max(1, threads if threads is not None else (os.cpu_count() or 1))
     with _WORKERS_LOCK:
         if _WORKERS is None or _WORKERS.n != n:
             blas = _SingleBlasThread()
@@ -150,11 +154,37 @@ class MdfPlan(Plan):
                         free=tuple(f for f in (*step.free, *nxt.free) if f != step.out)))
                     i += 2
                     continue
-            # Gemm keeps BLAS's own threads: one large call beats row blocks on few cores.
-            fn = fused_kernel(node, None if node.op == "Gemm" else self._workers)
+            if node.op == "Gemm":
+                fn = fused_kernel(node)
+                if self._workers is not None:
+                    fn = _gemm_threads(fn, node.params["W"], self._workers)
+            else:
+                fn = fused_kernel(node, self._workers)
             steps.append(step if fn is None else dataclasses.replace(step, fn=fn))
             i += 1
         self.steps = steps
+
+
+#: A Gemm smaller than this many multiply-adds runs on one BLAS thread.
+GEMM_THREADED_MACS = 32 << 20
+
+
+def _gemm_threads(fn, w, workers):
+    """A Gemm keeps BLAS's own threads when it is large (one big call beats row blocks on
+    few cores) and runs on one thread when it is small (splitting it gains little, and on a
+    busy machine costs a scheduler time slice whenever a BLAS thread is preempted) or when
+    the plan was asked for one thread."""
+    k, n = w.shape
+    blas = workers.blas
+    threaded = workers.n > 1
+
+    def gemm(x):
+        if threaded and (x.size // max(k, 1)) * k * n >= GEMM_THREADED_MACS:
+            return fn(x)
+        with blas:
+            return fn(x)
+
+    return gemm
 
 
 def compile_mdf(src, *, optimize: bool = True, layout: str | None = "NHWC",
@@ -164,8 +194,9 @@ def compile_mdf(src, *, optimize: bool = True, layout: str | None = "NHWC",
 
     With ``optimize`` the ``default`` pipeline runs (fusions, folding, dead code); ``layout``
     (``"NHWC"``, ``"NCHW"`` or None to keep the file's) picks the layout spatial ops run in;
-    ``threads`` caps the worker threads (default: one per core; 1 runs the chunks on the
-    calling thread). Raises the MDF frontend's errors for bad or unsafe files.
+    ``threads`` caps the worker threads (default: one per core; 1 runs everything on the
+    calling thread, BLAS included). Raises the MDF frontend's errors for bad or unsafe
+    files.
     """
     from ..frontends.mdf import load
     from ..passes import run_passes

@@ -456,3 +456,17 @@ def test_op_round_trip(name, builder, reference, tmp_path):
     if reference:
         (ref,) = run_reference(path, [xs])
         np.testing.assert_allclose(ref, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_static_and_scalar_inputs_keep_their_shapes(tmp_path):
+    g = Graph("static")
+    a = g.add_input("a", (4, 3))
+    b = g.add_input("b", ())
+    g.set_outputs([g.add_node("Mul", [a, b], name="scaled")])
+    path = tmp_path / "static.json"
+    ir_bridge.emit(g, "mdf", path)
+    back = ir_bridge.load(path)
+    assert [n.type.shape for n in back.inputs] == [(4, 3), ()]
+    xs = [np.ones((4, 3), "float32"), np.array(2.0, "float32")]
+    np.testing.assert_array_equal(compile_mdf(path).run(xs)[0], np.full((4, 3), 2.0))
+    np.testing.assert_array_equal(run_reference(path, xs)[0], np.full((4, 3), 2.0))

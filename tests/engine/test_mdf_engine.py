@@ -305,3 +305,18 @@ def test_cli_several_inputs_and_outputs_make_an_npz(tmp_path, keras):
         got = [ys[k] for k in sorted(ys.files)]
     for g, w in zip(got, model([xa, xb])):
         np.testing.assert_allclose(g, np.asarray(w), rtol=0, atol=1e-5)
+
+
+def test_without_threadpoolctl_the_chunks_run_in_order(cnn_file, monkeypatch):
+    import sys
+
+    import ir_bridge.engine.mdf_plan as mdf_plan
+
+    _, path = cnn_file
+    monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
+    monkeypatch.setattr(mdf_plan, "_WORKERS", None)
+    plan = compile_mdf(path, threads=2)
+    assert plan._workers is None
+    x = np.random.default_rng(8).standard_normal((5, 10, 10, 2)).astype(F32)
+    np.testing.assert_allclose(plan.run([x])[0], Plan(plan.graph).run([x])[0], rtol=1e-5,
+                               atol=1e-6)
