@@ -61,8 +61,25 @@ def emit(graph: Graph, to: str, path: str | Path | None = None, **options):
     artifact (an MDF ``Model``, an ``onnx.ModelProto``, a ``keras.Model``…).
     """
     backend = registry.get_backend(to)
+    if path is not None:
+        _check_output_path(Path(path), backend)
     prepared = prepare(graph, to)
-    return backend.emit(prepared, None if path is None else str(path), **options)
+    try:
+        return backend.emit(prepared, None if path is None else str(path), **options)
+    except OSError as exc:
+        raise IRBridgeError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from exc
+
+
+def _check_output_path(path: Path, backend) -> None:
+    """Refuse, before any work, an output the backend cannot write."""
+    if backend.suffixes and path.suffix.lower() not in backend.suffixes:
+        raise IRBridgeError(f"backend {backend.name!r} writes {', '.join(backend.suffixes)} "
+                            f"files; cannot write {str(path)!r}")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise IRBridgeError(f"cannot write {str(path)!r}: {str(parent)!r} is a file")
+            break
 
 
 def convert(src: Any, to: str, path: str | Path | None = None, passes: str | Sequence = "default",

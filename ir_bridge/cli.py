@@ -96,8 +96,9 @@ def run(model, inputs, out):
     for path in inputs:
         try:
             arrays.append(np.load(path, allow_pickle=False))
-        except (OSError, ValueError) as exc:
-            raise IRBridgeError(f"cannot read input {path!r} as .npy: {exc}") from exc
+        except (OSError, ValueError, MemoryError) as exc:
+            raise IRBridgeError(f"cannot read input {path!r} as .npy: "
+                                f"{type(exc).__name__}: {exc}") from exc
     outputs = api.run(model, arrays)
     if out:
         _save_outputs(out, outputs)

@@ -54,6 +54,12 @@ def _convert(graph, target) -> bool:
                               origin=node.origin)
         graph.set_inputs(node, [t_in.name, *node.inputs[1:]])
         node.attrs["layout"] = target
+        fused = node.attrs.get("activation_attrs") or {}
+        if "axis" in fused:
+            # A fused Softmax's axis counts in the old layout; axis a of the old tensor is
+            # axis into.index(a) of the converted one.
+            node.attrs["activation_attrs"] = {**fused,
+                                              "axis": into.index(fused["axis"] % rank)}
         graph._infer_one(node)
         graph.insert_after(node, "Transpose", attrs={"perm": _inverse(into)},
                            name=graph.unique_name(f"{node.name}/from_{target.lower()}"),

@@ -316,8 +316,6 @@ def _assert_close(reference, got):
     assert why is None, why
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-1: layout-nchw does not remap a fused Softmax "
-                   "axis (activation_attrs) when it converts a Conv to NCHW")
 def test_bug1_fused_softmax_axis_after_layout_conversion():
     # Conv2D(activation="softmax"): softmax over the channels; after layout-nchw the fused
     # activation keeps axis=-1, now the width axis.  The ONNX file (onnxruntime) and the

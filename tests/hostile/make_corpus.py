@@ -722,7 +722,7 @@ def _(d):
 
 
 @case("npy_absurd_header_shape", "npy", IRBridgeError, "cannot read input", action="run",
-      cli_only=True, xfail_cli="BUG-5: np.load's MemoryError escapes the CLI as a traceback",
+      cli_only=True,
       inputs=lambda d: [write(d / "x.npy", _npy_header((10**7, 10**7)) + b"\0" * 64)],
       note="the header promises 10**14 floats; the file holds 64 bytes")
 def _(d):
@@ -751,7 +751,7 @@ def _npy_header(shape) -> bytes:
 
 # =========================================================================== backends refuse
 
-@case("emit_wrong_output_suffix", "mdf", IRBridgeError, "MDF files end in", action="emit",
+@case("emit_wrong_output_suffix", "mdf", IRBridgeError, "writes .json, .yaml, .yml files", action="emit",
       to="mdf", note="convert --to mdf -o model.onnx")
 def _(d):
     return good_mdf(d)
@@ -776,15 +776,12 @@ def _(d):
 
 @case("emit_keras_wrong_output_suffix", "mdf", IRBridgeError, "model.txt", action="emit",
       to="keras", needs=("keras",),
-      xfail_api="BUG-8: Keras's ValueError for a bad -o suffix escapes untyped",
-      xfail_cli="BUG-8: Keras's ValueError for a bad -o suffix escapes as a traceback")
+)
 def _(d):
     return good_mdf(d)
 
 
 @case("emit_output_under_a_file", "mdf", IRBridgeError, "out", action="emit", to="onnx",
-      xfail_api="BUG-9: an -o whose parent is a file: FileExistsError escapes untyped",
-      xfail_cli="BUG-9: an -o whose parent is a file: FileExistsError escapes as a traceback",
       out_under_file=True, note="-o out/model.onnx where out is an existing file")
 def _(d):
     return good_mdf(d)
