@@ -248,7 +248,7 @@ class Graph:
         users = self.users(old)
         nx.relabel_nodes(self._dag, {old: new_name}, copy=False)
         n.name = new_name
-        self._nodes = {(new_name if k == old else k): v for k, v in self._nodes.items()}
+        self._nodes[new_name] = self._nodes.pop(old)  # order lives in _rank, not here
         self._rank[new_name] = self._rank.pop(old)
         for u in users:
             u.inputs = tuple(new_name if i == old else i for i in u.inputs)
