@@ -7,7 +7,6 @@ hand; ``docs/scale.md`` has its numbers.
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pytest
@@ -86,16 +85,13 @@ def test_the_model_is_resnet_sized_for_ci(model_and_reference):
 def test_converts_with_parity(model_and_reference, tmp_path, to, suffix):
     model, x, want = model_and_reference
     path = tmp_path / f"small_resnet{suffix}"
-    start = time.perf_counter()
     graph = ir_bridge.optimize(ir_bridge.load(model), "default")
     ir_bridge.emit(graph, to, path)
-    seconds = time.perf_counter() - start
     (got,) = runner_for(path)([x])
     assert got.shape == want.shape == (BATCH, 10)
     atol = 1e-5 * max(1.0, float(np.abs(want).max()))
     err = float(np.abs(got.astype(np.float64) - want).max())
     assert err <= atol, f"{to}: max abs error {err:.3g} > {atol:.3g}"
-    assert seconds < 20, f"converting to {to} took {seconds:.1f} s"
     if to == "mdf":
         # Compact weights: shortest round-trip float32 text, ~12 bytes a weight (modeci's own
         # writer spends ~63); 20 leaves room for structure.
