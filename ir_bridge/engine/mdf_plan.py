@@ -17,17 +17,19 @@ Two things make the plan faster than the generic interpreter, with the same arit
   place on each chunk while it is in cache, instead of sweeping the whole output again; a
   Conv read only by a MaxPool is computed and pooled chunk by chunk, so the full-size conv
   output is never stored;
-* Conv and MaxPool batch chunks are spread over a small thread pool (one worker per core),
-  with the BLAS library held to one thread meanwhile, so the im2col copies, activations and
-  pooling run in parallel too, not only the GEMMs. Without ``threadpoolctl`` (which can hold
-  BLAS to one thread) the chunks run in order and BLAS keeps its own threads. A large Gemm
-  keeps BLAS's own threads (one big call beats row blocks on few cores); a small one runs
-  on one thread.
+* the batch chunks of Conv and MaxPool are spread over a small thread pool (one worker per
+  core), with the BLAS library held to one thread meanwhile, so the im2col copies,
+  activations and pooling run in parallel too, not only the GEMMs. Workers claim chunks
+  one at a time, so a worker preempted by another process delays only its current chunk.
+  A Gemm is one BLAS call, with BLAS's threads when it is large and one thread when small.
+  Without ``threadpoolctl`` (which can hold BLAS to one thread) the chunks run in order and
+  BLAS keeps its own threads.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -73,12 +75,13 @@ class _SingleBlasThread:
 
 
 class _Workers:
-    """A process-wide pool running ``work(items)`` on interleaved shares of ``items``, one
-    share per core (the calling thread takes one), with BLAS held to one thread meanwhile.
+    """A process-wide pool running ``work(items)`` with one worker per core (the calling
+    thread is one), BLAS held to one thread meanwhile.
 
-    Each worker runs its own cache-sized GEMMs; BLAS threads on those would only add
-    synchronisation, and on a busy machine a GEMM split over two threads waits a whole
-    scheduler time slice for the one that was preempted (8 ms for a 2-MFLOP product)."""
+    Items are *claimed* one at a time from a shared counter, so a worker the OS preempts
+    (another process on the core) holds up at most the item it is on: the others take the
+    rest. With BLAS's own threads, a GEMM waits for its preempted thread a whole time slice
+    (8 ms for a 2-MFLOP product); with static shares, the whole share would wait."""
 
     def __init__(self, n: int, blas: _SingleBlasThread):
         self.n = n
@@ -91,32 +94,41 @@ class _Workers:
             if len(items) < 2 or self.pool is None:
                 work(items)
                 return
-            shares = [items[i::self.n] for i in range(self.n)]
-            futures = [self.pool.submit(work, share) for share in shares[1:] if share]
+            counter = itertools.count()  # next() on it is atomic under the GIL
+
+            def claimed():
+                while (i := next(counter)) < len(items):
+                    yield items[i]
+
+            futures = [self.pool.submit(work, claimed())
+                       for _ in range(min(self.n, len(items)) - 1)]
             try:
-                work(shares[0])
+                work(claimed())
             finally:
                 for f in futures:
                     f.result()
 
 
-_WORKERS: _Workers | None = None
-_WORKERS_LOCK = threading.Lock()
+_BLAS: _SingleBlasThread | None = None
+_POOLS: dict[int, _Workers] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _workers(threads: int | None) -> _Workers | None:
-    """The shared worker pool (of one thread: the caller, when ``threads`` is 1); None when
-    BLAS cannot be held to one thread (then chunks run in order and BLAS keeps its own
-    threads)."""
-    global _WORKERS
+    """The shared worker pool of ``threads`` workers (default: one per core; 1: the caller
+    alone); None when BLAS cannot be held to one thread (then chunks run in order and BLAS
+    keeps its own threads). One BLAS guard serves every pool, so plans run concurrently
+    agree on when to restore BLAS."""
+    global _BLAS
     n = max(1, threads if threads is not None else (os.cpu_count() or 1))
-    with _WORKERS_LOCK:
-        if _WORKERS is None or _WORKERS.n != n:
-            blas = _SingleBlasThread()
-            if not blas.libs:
-                return None
-            _WORKERS = _Workers(n, blas)
-        return _WORKERS
+    with _POOLS_LOCK:
+        if _BLAS is None:
+            _BLAS = _SingleBlasThread()
+        if not _BLAS.libs:
+            return None
+        if n not in _POOLS:
+            _POOLS[n] = _Workers(n, _BLAS)
+        return _POOLS[n]
 
 
 class MdfPlan(Plan):
@@ -165,15 +177,15 @@ class MdfPlan(Plan):
         self.steps = steps
 
 
-#: A Gemm smaller than this many multiply-adds runs on one BLAS thread.
+#: A Gemm of at least this many multiply-adds keeps BLAS's own threads.
 GEMM_THREADED_MACS = 32 << 20
 
 
 def _gemm_threads(fn, w, workers):
-    """A Gemm keeps BLAS's own threads when it is large (one big call beats row blocks on
-    few cores) and runs on one thread when it is small (splitting it gains little, and on a
-    busy machine costs a scheduler time slice whenever a BLAS thread is preempted) or when
-    the plan was asked for one thread."""
+    """A Gemm is one BLAS call (row blocks would each repack the weights: 3x slower on the
+    MNIST MLPs). A large one keeps BLAS's own threads; a small one, or any in a plan asked
+    for one thread, runs on one: splitting it gains little, and on a busy machine costs a
+    scheduler time slice whenever a BLAS thread is preempted (0.3 ms became 30 ms)."""
     k, n = w.shape
     blas = workers.blas
     threaded = workers.n > 1

@@ -14,11 +14,12 @@ Speed notes (the MNIST benchmark in ``benchmarks/engine.py`` drives these):
   applied to each chunk while it is still in cache; :func:`fused_kernel` builds one for a
   node whose fused activation can run in place. ``kernel_for`` keeps applying fused
   activations itself, so the registered kernels use no epilogue;
-* ``conv_kernel``/``max_pool_kernel`` also take a *parallel* runner, ``parallel(work,
-  items)``, that may split the list of chunk starts among threads (numpy releases the GIL
-  in copies, GEMMs and ufuncs). The registered kernels run the chunks in order on the
-  calling thread; the MDF engine passes a thread pool (:mod:`ir_bridge.engine.mdf_plan`).
-  Chunks write disjoint output rows, so the result does not depend on the runner;
+* ``conv_kernel``/``max_pool_kernel`` also take a *parallel* runner,
+  ``parallel(work, items)``, that may split the list of chunk starts among threads (numpy
+  releases the GIL in copies, GEMMs and ufuncs). The registered kernels run the chunks in
+  order on the calling thread; the MDF engine passes a thread pool
+  (:mod:`ir_bridge.engine.mdf_plan`). Chunks write disjoint output rows, so the result does
+  not depend on the runner;
 * ``conv_kernel`` can also pool: given the MaxPool that alone reads the conv, it pools each
   chunk while in cache and never stores the full conv output;
 * max pooling takes the elementwise maximum of one strided slice per kernel offset, which
@@ -125,7 +126,7 @@ def _gemm(node):
 
 def gemm_kernel(node, epilogue=None):
     """The Gemm kernel without its fused activation; ``epilogue(y)``, if given, runs in place
-    on the result."""
+    on the result. One BLAS call: row blocks would repack the weights for each block."""
     w = _f32(node.params["W"])
     b = _f32(node.params["B"]) if "B" in node.params else None
     axis = node.attrs["flatten"]

@@ -314,7 +314,8 @@ def test_without_threadpoolctl_the_chunks_run_in_order(cnn_file, monkeypatch):
 
     _, path = cnn_file
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)  # import fails
-    monkeypatch.setattr(mdf_plan, "_WORKERS", None)
+    monkeypatch.setattr(mdf_plan, "_BLAS", None)
+    monkeypatch.setattr(mdf_plan, "_POOLS", {})
     plan = compile_mdf(path, threads=2)
     assert plan._workers is None
     x = np.random.default_rng(8).standard_normal((5, 10, 10, 2)).astype(F32)
