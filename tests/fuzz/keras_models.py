@@ -52,7 +52,11 @@ MAX_PARAMS = 20_000
 
 #: Keras activation names usable as ``activation=`` strings: all the frontend knows.
 ACTIVATION_NAMES = sorted(ACTIVATIONS)
-#: Without ``exponential`` (whose growth turns a long chain into inf); drawn far more often.
+#: Activations drawn: all but ``exponential``.  exp multiplies the relative error of its
+#: input by the input itself: after a product of three tensors or another exp the inputs
+#: reach 80 and float32 rounding differences of a few ulps between runtimes become 2e-5
+#: of the output (the long run found exactly that, twice, and nothing else); it is covered
+#: by ``test_model_fuzz.test_exponential_activation_converts`` on bounded inputs instead.
 SAFE_ACTIVATIONS = [a for a in ACTIVATION_NAMES if a != "exponential"]
 
 INPUT_KINDS = ("image", "sequence", "vector", "volume", "tokens")
@@ -285,7 +289,6 @@ class _Draft:
 
     def __init__(self, draw):
         self.draw = draw
-        self.exponential = False
         self.inputs: list[InputSpec] = []
         self.shapes: list[tuple] = []
         self.calls: list[LayerCall] = []
@@ -351,11 +354,6 @@ class _Draft:
     def activation(self, p_none: float = 0.4):
         if self.coin(p_none):
             return None
-        if self.coin(0.03) and not self.exponential:
-            # Once per model: exp(exp(x)) reaches 1e30 where float32 ulps of the runtimes'
-            # exp implementations differ by more than any useful tolerance.
-            self.exponential = True
-            return "exponential"
         return self.pick(SAFE_ACTIVATIONS)
 
 
@@ -852,44 +850,6 @@ def model_specs(draw, *, kinds=INPUT_KINDS, functional: bool | None = None,
 
 
 # --------------------------------------------------------------------------- the known bugs
-
-CONV_FAMILY = ("Conv", "DepthwiseConv", "SeparableConv")
-#: Layers that vanish (or fold into the conv before them) in the default pipeline.
-_TRANSPARENT = {"Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D",
-                "GaussianDropout", "AlphaDropout", "GaussianNoise", "Identity",
-                "ActivityRegularization", "BatchNormalization"}
-
-
-def _softmax_call(call: LayerCall) -> bool:
-    if call.cls == "Softmax":
-        return True
-    return call.kwargs.get("activation") in ("softmax", "log_softmax")
-
-
-@known_bug("BUG-1", "layout-nchw keeps a fused Softmax/LogSoftmax's NHWC axis on a Conv",
-           test="test_bug1_fused_softmax_axis_after_layout_conversion",
-           stages=("onnx", "onnx->ir", "mdf-reference"))
-def _bug1(spec: "ModelSpec") -> bool:
-    n_in = len(spec.inputs)
-
-    def conv_before(i):
-        while i >= n_in:
-            call = spec.calls[i - n_in]
-            if call.cls.startswith(CONV_FAMILY):
-                return True
-            if call.cls not in _TRANSPARENT:
-                return False
-            i = call.inputs[0]
-        return False
-
-    for call in spec.calls:
-        if call.cls.startswith(CONV_FAMILY) and _softmax_call(call):
-            return True
-        if (call.cls == "Softmax" or (call.cls == "Activation" and _softmax_call(call))) \
-                and conv_before(call.inputs[0]):
-            return True
-    return False
-
 
 @known_bug("BUG-2", "MDF onnx::Resize has no roi argument: modeci's reference engine binds "
            "scales as roi", test="test_bug2_mdf_resize_runs_in_the_reference_engine",

@@ -416,8 +416,8 @@ def _(d):
 @case("keras_module_outside_keras", "keras", InvalidModelError, "Keras cannot load it",
       needs=("keras",), note="a class from the 'os' module: deserialising must not import it")
 def _(d):
-    evil = {"module": "os", "class_name": "system", "config": {"command": "true"},
-            "registered_name": None}
+    evil = {"module": "os", "class_name": "system",
+            "config": {"command": f"touch {d / CANARY}"}, "registered_name": None}
     return keras_zip(d / "os_module.keras", {"metadata.json": _KERAS_METADATA,
                                              "config.json": keras_config([evil])})
 
