@@ -90,6 +90,12 @@ class Graph:
         """Whether ``name`` is one of the graph outputs."""
         return _name_of(name) in self._outputs
 
+    def has_one_use(self, name: str | Node) -> bool:
+        """Whether exactly one node reads ``name``'s value and it is not a graph output: the
+        condition for fusing it into its reader (nothing else would still need the value)."""
+        name = _name_of(name)
+        return self._dag.out_degree(name) == 1 and name not in self._outputs
+
     def count_params(self) -> int:
         """Total number of weights in all nodes' params."""
         return sum(n.num_params for n in self._nodes.values())

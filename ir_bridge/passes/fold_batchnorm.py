@@ -38,7 +38,7 @@ def fold_batchnorm(graph, ctx) -> bool:
         if host.attrs.get("activation"):
             ctx.explain(bn, f"{host.name} has a fused activation")
             continue
-        if len(graph.users(host)) != 1 or graph.is_output(host):
+        if not graph.has_one_use(host):
             ctx.explain(bn, f"{host.name} has other users")
             continue
         rank = bn.type.rank

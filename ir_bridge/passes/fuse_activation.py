@@ -30,7 +30,7 @@ def fuse_activation(graph, ctx) -> bool:
         if host.attrs.get("activation"):
             ctx.explain(act, f"{host.name} already has activation {host.attrs['activation']}")
             continue
-        if len(graph.users(host)) != 1 or graph.is_output(host):
+        if not graph.has_one_use(host):
             ctx.explain(act, f"{host.name}'s value is used elsewhere too")
             continue
         host.attrs["activation"] = act.op

@@ -26,6 +26,15 @@ def test_iteration_is_topological_and_types_are_inferred():
     g.verify()
 
 
+def test_has_one_use_means_one_reader_and_not_an_output():
+    g = small_graph()
+    assert [g.has_one_use(n) for n in "xars"] == [True, False, True, False]
+    g.add_node("Add", ["x", "x"], name="twice")  # one reader, twice
+    assert g.has_one_use("x") is False  # now read by a and twice
+    g.set_outputs(["s", "r"])
+    assert g.has_one_use("r") is False
+
+
 def test_topological_order_follows_edges_not_insertion():
     g = small_graph()
     late = g.add_node("Neg", ["x"], name="late")

@@ -74,7 +74,7 @@ def fuse_add_relu(graph, ctx) -> bool:
         if not _is_plain_relu(relu):
             ctx.explain(relu, "it has a slope, cap or threshold")
             continue
-        if len(graph.users(add)) != 1 or graph.is_output(add):
+        if not graph.has_one_use(add):
             ctx.explain(relu, f"{add.name}'s sum is used elsewhere too")
             continue
         fused = graph.add_node(ADD_RELU, add.inputs, params=add.params,
