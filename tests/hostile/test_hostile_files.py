@@ -122,14 +122,18 @@ def test_api_raises_the_typed_error(c: Case, tmp_path):
     assert not (tmp_path / "src" / CANARY).exists()
 
 
+def _cli_argv(c: Case, source, inputs, out) -> list[str]:
+    """The ``ir-bridge`` command line that does what the case does."""
+    if c.action == "run":
+        return ["run", str(source), *[a for x in inputs for a in ("--input", str(x))],
+                "-o", str(out)]
+    return ["convert", str(source), "--to", c.to, "-o", str(out), *c.cli_extra]
+
+
 @pytest.mark.parametrize("c", _params("cli"))
 def test_cli_exits_2_with_one_line_and_leaves_nothing(c: Case, tmp_path, capsys):
     source, inputs, out = _setup(c, tmp_path)
-    if c.action == "run":
-        argv = ["run", str(source), *[a for x in inputs for a in ("--input", str(x))],
-                "-o", str(out)]
-    else:
-        argv = ["convert", str(source), "--to", c.to, "-o", str(out), *c.cli_extra]
+    argv = _cli_argv(c, source, inputs, out)
     before = _listing(tmp_path)
     capsys.readouterr()
     code = cli_main(argv)
@@ -154,11 +158,7 @@ def test_a_failed_cli_run_keeps_the_previous_output(c: Case, tmp_path, capsys):
     source, inputs, out = _setup(c, tmp_path)
     out.write_bytes(b"the previous, good output\n")
     os.utime(out, (1_000_000_000, 1_000_000_000))
-    if c.action == "run":
-        argv = ["run", str(source), *[a for x in inputs for a in ("--input", str(x))],
-                "-o", str(out)]
-    else:
-        argv = ["convert", str(source), "--to", c.to, "-o", str(out), *c.cli_extra]
+    argv = _cli_argv(c, source, inputs, out)
     before = _listing(tmp_path)
     assert cli_main(argv) == 2
     assert out.read_bytes() == b"the previous, good output\n"
