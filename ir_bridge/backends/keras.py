@@ -15,8 +15,15 @@ Gemm (+ activation)        Dense(activation=...), a Flatten first when ``flatten
 Conv                       Conv1D/2D/3D (``groups``), DepthwiseConv1D/2D, or
                            SeparableConv1D/2D for depthwise -> pointwise of one layer;
                            ZeroPadding before it when the pads are not 'same'/'valid'
+                           (or 'causal', which only Conv1D takes); a grouped Conv2D
+                           for a depthwise one with unequal strides (TensorFlow's
+                           depthwise kernel needs equal ones); strides > 1 with
+                           dilations > 1 (which Keras refuses): stride 1, then a
+                           MaxPooling(1, strides) keeps every stride-th output
 ConvTranspose              Conv1D/2D/3DTranspose
 MaxPool / AveragePool      MaxPooling / AveragePooling 1D/2D/3D
+(3-D, 'same' pads)         Cropping3D first where a window is smaller than its stride
+                           (TensorFlow's 3-D 'same' kernels would shift the windows)
 GlobalAvg/MaxPool          GlobalAverage/MaxPooling 1D/2D/3D (keepdims; without
                            when followed by the layer's own Flatten)
 BatchNormalization         BatchNormalization;  LayerNormalization likewise
@@ -56,10 +63,17 @@ padding; the comparisons, ``Cast`` and ``Where`` of tf2onnx-lowered graphs; a Fl
 Transpose or Concat that moves the batch axis) raise ``UnsupportedLayerError`` listing
 every such node.  A ``Constant`` may feed only binary arithmetic (it becomes the layer's
 stored operand).
+
+Keras builds and loads a functional model by walking its layers recursively, one Python
+frame per layer; ``emit`` and :func:`load` raise Python's recursion limit for that step
+(up to :data:`MAX_RECURSION`), so models thousands of layers deep convert.  Loading such a
+file with ``keras.models.load_model`` directly needs ``sys.setrecursionlimit`` raised
+first; a graph deeper than the ceiling is refused with ``UnsupportedLayerError``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from pathlib import Path
@@ -490,6 +504,34 @@ def _keras_padding(b, node, kernel, strides, dilations, allow_causal=False):
     return "valid", pairs
 
 
+def _tf_same_crop(b, node, x, padding, kernel, strides, dilations):
+    """``x`` cropped so that TensorFlow's 3-D ``padding='same'`` reads the IR's windows.
+
+    Where a window is smaller than its stride, an axis's total 'same' pad is negative: the
+    IR (like ONNX and 1-D/2-D TensorFlow) clamps it at zero and starts at index 0, but
+    TensorFlow's 3-D kernels start the first window inside the input (the Keras frontend
+    crops for the same reason).  Cutting off the trailing elements that no window reads
+    makes that total zero, so both agree.  Unknown sizes cannot be cut: refused."""
+    if padding != "same" or len(kernel) != 3:
+        return x
+    spatial = _known_spatial(b.src(node).type)
+    crop = []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+        window = d * (k - 1) + 1
+        if size is None:
+            if window < s:
+                raise _Refuse(f"3-D 'same' padding with a window ({window}) smaller than its "
+                              f"stride ({s}) over an axis of unknown size: TensorFlow shifts "
+                              "the windows by an amount that depends on the size")
+            crop.append((0, 0))
+            continue
+        read = (-(-size // s) - 1) * s + window  # the end of the last window
+        crop.append((0, max(size - read, 0)))
+    if not any(end for _, end in crop):
+        return x
+    return b.L.Cropping3D(cropping=tuple(crop), name=b.name(node, "crop"))(x)
+
+
 def _zero_padding(b, node, x, pairs):
     n = len(pairs)
     cls = getattr(b.L, f"ZeroPadding{n}D", None)
@@ -554,21 +596,37 @@ def _conv(b, node):
     w = node.params["W"].astype(_F32)
     group = int(node.attrs["group"])
     c_in = w.shape[1] * group
-    depthwise = group > 1 and w.shape[1] == 1 and group == c_in
-    padding, pairs = _keras_padding(b, node, kernel, strides, dil, allow_causal=True)
-    x = b.x(node)
+    # Keras (Conv*) refuses strides > 1 together with dilations > 1, and TensorFlow's
+    # depthwise kernels computed it wrongly or refused it in some Keras 3 releases: run the
+    # convolution at stride 1 and keep every stride-th output (a 1-wide MaxPooling).
+    subsample = strides if any(s > 1 for s in strides) and any(d > 1 for d in dil) else None
+    conv_strides = [1] * n if subsample else strides
+    as_depthwise = _as_depthwise(node, w, group, c_in, n, conv_strides)
+    # Only Conv1D takes padding='causal' (not DepthwiseConv1D, not SeparableConv1D).
+    padding, pairs = _keras_padding(b, node, kernel, strides, dil,
+                                    allow_causal=n == 1 and not as_depthwise)
+    if subsample and padding == "same":
+        # 'same' pads depend on the stride: give the stride-s pads explicitly.
+        spatial = _known_spatial(b.src(node).type)
+        if None in spatial:
+            raise _Refuse(f"strides {strides} with dilations {dil} and 'same' padding over "
+                          "unknown spatial dims")
+        padding = "valid"
+        pairs = [same_pads(spatial[i], kernel[i], strides[i], dil[i]) for i in range(n)]
+    x = _tf_same_crop(b, node, b.x(node), padding, kernel, conv_strides, dil)
     if pairs is not None:
         x = _zero_padding(b, node, x, pairs)
-    if depthwise and n in (1, 2) and not node.attrs.get("activation"):
+    if as_depthwise and not node.attrs.get("activation"):
         pointwise = b.follower(node, {"Conv"})
         if pointwise is not None and _is_pointwise(pointwise) and "B" not in node.params:
-            return _separable(b, node, pointwise, x, n, kernel, strides, dil, padding)
+            return _separable(b, node, pointwise, x, n, kernel, conv_strides, dil, padding,
+                              subsample)
     act, extra, last = b.host_activation(node)
     use_bias = "B" in node.params
     bias = [node.params["B"].astype(_F32)] if use_bias else []
-    common = dict(kernel_size=kernel, strides=strides, padding=padding, dilation_rate=dil,
-                  activation=act, use_bias=use_bias, name=b.name(node))
-    if depthwise and n in (1, 2):
+    common = dict(kernel_size=kernel, strides=conv_strides, padding=padding,
+                  dilation_rate=dil, activation=act, use_bias=use_bias, name=b.name(node))
+    if as_depthwise:
         mult = w.shape[0] // group
         cls = getattr(b.L, f"DepthwiseConv{n}D")
         layer = cls(depth_multiplier=mult, **common)
@@ -579,7 +637,33 @@ def _conv(b, node):
             raise _Refuse(f"no Keras convolution for {n} spatial axes")
         layer = cls(filters=int(w.shape[0]), groups=group, **common)
         weights = [w.transpose(*range(2, n + 2), 1, 0)] + bias
-    b.finish(node, b.call(layer, x, weights), extra, last)
+    y = _subsample(b, node, b.call(layer, x, weights), subsample)
+    b.finish(node, y, extra, last)
+
+
+def _as_depthwise(node, w, group, c_in, n, strides) -> bool:
+    """Whether a Conv is written as DepthwiseConv1D/2D (else a grouped ConvND).
+
+    One input channel per group is a depthwise convolution, unless the source layer was a
+    grouped ``Conv1D/2D`` (``keras_class``: rebuild that class) or TensorFlow's depthwise
+    kernel cannot run it: a 2-D one needs equal strides along both axes."""
+    if not (group > 1 and w.shape[1] == 1 and group == c_in and n in (1, 2)):
+        return False
+    if str(node.meta.get("keras_class", "")).startswith("Conv"):
+        return False
+    return n == 1 or strides[0] == strides[1]
+
+
+def _subsample(b, node, y, strides):
+    """Every ``strides``-th element along the spatial axes of ``y`` (no-op for None)."""
+    if strides is None:
+        return y
+    n = len(strides)
+    cls = getattr(b.L, f"MaxPooling{n}D")
+    layer = cls(pool_size=(1,) * n if n > 1 else 1,
+                strides=tuple(strides) if n > 1 else strides[0], padding="valid",
+                name=b.name(node, "stride"))
+    return layer(y)
 
 
 def _is_pointwise(node) -> bool:
@@ -592,7 +676,7 @@ def _is_pointwise(node) -> bool:
             and a.get("layout") == "NHWC")
 
 
-def _separable(b, node, pointwise, x, n, kernel, strides, dil, padding):
+def _separable(b, node, pointwise, x, n, kernel, strides, dil, padding, subsample):
     b.done.add(pointwise.name)
     act, extra, last = b.host_activation(pointwise)
     pw = pointwise.params["W"].astype(_F32)
@@ -607,7 +691,7 @@ def _separable(b, node, pointwise, x, n, kernel, strides, dil, padding):
     weights = [_depthwise_kernel(dw, n, group, mult), pw.transpose(*range(2, n + 2), 1, 0)]
     if use_bias:
         weights.append(pointwise.params["B"].astype(_F32))
-    y = b.call(layer, x, weights)
+    y = _subsample(b, node, b.call(layer, x, weights), subsample)
     b.values[node.name] = y
     b.finish(pointwise, y, extra, last)
 
@@ -728,7 +812,7 @@ def _pool(b, node):
         if node.type.shape != _pool_shape_floor(b.src(node).type, node):
             raise _Refuse("ceil_mode=1 changes the output size; Keras pools floor")
     padding, pairs = _keras_padding(b, node, kernel, strides, [1] * n)
-    x = b.x(node)
+    x = _tf_same_crop(b, node, b.x(node), padding, kernel, strides, [1] * n)
     if pairs is not None:
         if node.op == "MaxPool" or not a["count_include_pad"]:
             raise _Refuse(f"{node.op} with pads {pairs} that are neither 'same' nor 'valid'")
@@ -1182,10 +1266,57 @@ def _raise_unsupported(graph, bad):
         f"{listing}", [(name, op) for name, op, _ in bad])
 
 
+#: How deep Python may recurse while Keras builds, saves or loads a functional model.  Keras
+#: walks the layer graph recursively, one Python frame per layer, so a chain of more than
+#: about 900 layers overflows Python's default limit (1000); the backend raises the limit
+#: for that step only, by the number of layers and at most to this value (Python 3.11+
+#: keeps Python frames off the C stack; 3.10 does not, hence the lower bound there).
+MAX_RECURSION = 20_000 if sys.version_info >= (3, 11) else 10_000
+
+
+@contextlib.contextmanager
+def _recursion_room(frames: int):
+    """Let Python recurse ``frames`` levels deeper than its limit allows now (up to
+    :data:`MAX_RECURSION`) while the block runs; the old limit is restored after."""
+    old = sys.getrecursionlimit()
+    new = min(old + max(int(frames), 0), max(old, MAX_RECURSION))
+    if new > old:
+        sys.setrecursionlimit(new)
+    try:
+        yield
+    finally:
+        if new > old and sys.getrecursionlimit() == new:
+            sys.setrecursionlimit(old)
+
+
+def _depth(graph) -> int:
+    """The number of nodes on the longest input -> output path of ``graph``."""
+    depth: dict[str, int] = {}
+    for node in graph:
+        depth[node.name] = 1 + max((depth[i] for i in node.inputs), default=0)
+    return max(depth.values(), default=0)
+
+
+def _too_deep(graph, exc) -> UnsupportedLayerError:
+    return UnsupportedLayerError(
+        f"graph {graph.name!r} is {_depth(graph)} nodes deep: too deep for Keras, which "
+        f"builds and loads a functional model by recursing once per layer and ran out of "
+        f"Python recursion ({type(exc).__name__}) within this backend's ceiling of "
+        f"{MAX_RECURSION} levels (ir_bridge.backends.keras.MAX_RECURSION); emit it as ONNX "
+        "or MDF instead (no depth limit), or split the model")
+
+
 def to_keras(graph):
     """Build a functional ``keras.Model`` from an NHWC IR ``graph`` (weights set)."""
     keras = require("keras", "keras")
     _precheck(graph)
+    try:
+        return _build(graph, keras)
+    except RecursionError as exc:
+        raise _too_deep(graph, exc) from exc
+
+
+def _build(graph, keras):
     b = _Builder(graph, keras)
     inputs = []
     bad = []
@@ -1216,9 +1347,11 @@ def to_keras(graph):
         if any(y is t for t in inputs) or any(y is o for o in outputs):
             y = keras.layers.Identity(name=b.name(graph.node(name), "output"))(y)
         outputs.append(y)
-    model = keras.Model(inputs=inputs if len(inputs) != 1 else inputs[0],
-                        outputs=outputs if len(outputs) != 1 else outputs[0],
-                        name=_NAME_BAD.sub("_", graph.name) or "model")
+    # Keras's functional graph walk recurses once per layer: room for every layer made.
+    with _recursion_room(len(b._names)):
+        model = keras.Model(inputs=inputs if len(inputs) != 1 else inputs[0],
+                            outputs=outputs if len(outputs) != 1 else outputs[0],
+                            name=_NAME_BAD.sub("_", graph.name) or "model")
     b.set_weights()
     return model
 
@@ -1237,21 +1370,33 @@ def emit(graph, path=None, **_options):
     if path is not None:
         from ..io import atomic_write_path
 
-        atomic_write_path(Path(path), lambda tmp: model.save(tmp))
+        def save(tmp):
+            with _recursion_room(len(model.layers)):
+                model.save(tmp)
+
+        atomic_write_path(Path(path), save)
     return model
 
 
 def load(path):
-    """Load a ``.keras``/``.h5`` file written by this backend (``safe_mode=True``)."""
+    """Load a ``.keras``/``.h5`` file written by this backend (``safe_mode=True``).
+
+    Keras rebuilds the functional graph recursively, one Python frame per layer: the
+    recursion limit is raised up to :data:`MAX_RECURSION` meanwhile, so deep models written
+    by :func:`emit` load back here (``keras.models.load_model`` itself needs
+    ``sys.setrecursionlimit`` raised for models deeper than about 900 layers)."""
     keras = require("keras", "keras")
     register_layers()
     try:
-        return keras.models.load_model(str(path), compile=False, safe_mode=True)
+        with _recursion_room(MAX_RECURSION):
+            return keras.models.load_model(str(path), compile=False, safe_mode=True)
     except Exception as exc:  # Keras raises many types; all mean "not loadable"
         from ..errors import InvalidModelError
 
-        raise InvalidModelError(f"{path}: Keras cannot load it: {type(exc).__name__}: "
-                                f"{exc}") from exc
+        why = (f"too deep: Keras ran out of Python recursion within this backend's "
+               f"ceiling of {MAX_RECURSION} levels (ir_bridge.backends.keras.MAX_RECURSION)"
+               if isinstance(exc, RecursionError) else f"{type(exc).__name__}: {exc}")
+        raise InvalidModelError(f"{path}: Keras cannot load it: {why}") from exc
 
 
 def runner(model_or_path):

@@ -228,8 +228,6 @@ def test_a_long_chain_converts_and_runs(to):
 
 
 @pytest.mark.skipif(not _have("keras"), reason="needs keras")
-@pytest.mark.xfail(strict=True, reason="BUG-11: the Keras backend lets Keras's RecursionError "
-                   "out for a deep graph (3000 layers) instead of a typed error")
 def test_a_long_chain_to_keras_converts_or_refuses_cleanly():
     try:
         model = ir_bridge.emit(ir_bridge.optimize(_chain(3000)), "keras")
