@@ -261,57 +261,45 @@ def onnx_ops_page() -> str:
     """The ONNX ops the frontend reads and the IR ops the backend writes."""
     lines = ["# ONNX support", "", _GENERATED, ""]
     lines += ["## Reading ONNX (frontend)", ""]
-    try:
-        from .frontends import onnx as onnx_frontend
-    except ImportError:
-        onnx_frontend = None
-    supported = getattr(onnx_frontend, "supported_ops", None)
-    if supported is None:
-        lines += ["*The ONNX frontend's handler table is not available in this build yet "
-                  "(`ir_bridge.frontends.onnx.supported_ops()`); this section is generated "
-                  "from it once it is.*"]
-    else:
-        names = list(supported())
-        handlers = set(getattr(onnx_frontend, "HANDLERS", names))
-        folders = set(getattr(onnx_frontend, "FOLDERS", ()))
-        lines += [f"The ONNX frontend (`ir_bridge/frontends/onnx.py`) reads {len(names)} "
-                  "ONNX op types (default domain) into NCHW IR. Any other op type is reported, "
-                  "with every other unsupported node, before anything is built. Subgraphs "
-                  "that compute on constants only (shape arithmetic such as "
-                  "`Shape -> Gather -> Concat -> Reshape`) are evaluated while reading.", ""]
-        kinds = [
-            ("Translated into IR ops", [n for n in names if n in handlers and n not in folders]),
-            ("Translated, or evaluated while reading when every input is constant",
-             [n for n in names if n in handlers and n in folders]),
-            ("Read on constant inputs only (evaluated while reading)",
-             [n for n in names if n not in handlers]),
-        ]
-        for title, ops in kinds:
-            if ops:
-                lines += [f"**{title}** ({len(ops)}): " + ", ".join(f"`{n}`" for n in ops) + ".",
-                          ""]
-        lines.pop()
-    lines += ["", "## Writing ONNX (backend)", ""]
-    try:
-        from .backends import onnx as onnx_backend
-    except ImportError:
-        onnx_backend = None
-    if onnx_backend is None or not hasattr(onnx_backend, "supported_ops"):
-        lines += ["*The ONNX backend's handler table is not available in this build yet.*"]
-    else:
-        ops = onnx_backend.supported_ops()
-        lines += [
-            f"The ONNX backend (`ir_bridge/backends/onnx.py`) writes opsets "
-            f"{onnx_backend.MIN_OPSET} to {onnx_backend.MAX_OPSET} (default "
-            f"{onnx_backend.DEFAULT_OPSET}; `--opset N` on the CLI, `opset=N` in "
-            f"`ir_bridge.emit`). A handler is registered with the first opset it applies "
-            "to, and the newest one at or below the target opset is used; that is where an "
-            "op missing from an older opset is decomposed into older ones. The table gives, "
-            f"for each of the {len(ops)} IR ops, which handler serves which opsets.",
-            "",
-        ]
-        lines += _table(["IR op", "Opsets and handler"],
-                        [[f"`{op}`", _opset_ranges(onnx_backend, op)] for op in ops])
+    from .backends import onnx as onnx_backend
+    from .frontends import onnx as onnx_frontend
+
+    names = list(onnx_frontend.supported_ops())
+    handlers = set(onnx_frontend.HANDLERS)
+    folders = set(onnx_frontend.FOLDERS)
+    lines += [f"The ONNX frontend (`ir_bridge/frontends/onnx.py`) reads {len(names)} "
+              "ONNX op types (default domain) into NCHW IR, at opsets "
+              f"{onnx_frontend.MIN_OPSET} to {onnx_frontend.MAX_OPSET}; a file importing "
+              "another default-domain opset is refused (convert it with "
+              "`onnx.version_converter`). Any other op type is reported, "
+              "with every other unsupported node, before anything is built. Subgraphs "
+              "that compute on constants only (shape arithmetic such as "
+              "`Shape -> Gather -> Concat -> Reshape`) are evaluated while reading.", ""]
+    kinds = [
+        ("Translated into IR ops", [n for n in names if n in handlers and n not in folders]),
+        ("Translated, or evaluated while reading when every input is constant",
+         [n for n in names if n in handlers and n in folders]),
+        ("Read on constant inputs only (evaluated while reading)",
+         [n for n in names if n not in handlers]),
+    ]
+    for title, ops in kinds:
+        if ops:
+            lines += [f"**{title}** ({len(ops)}): " + ", ".join(f"`{n}`" for n in ops) + ".",
+                      ""]
+    lines += ["## Writing ONNX (backend)", ""]
+    ops = onnx_backend.supported_ops()
+    lines += [
+        f"The ONNX backend (`ir_bridge/backends/onnx.py`) writes opsets "
+        f"{onnx_backend.MIN_OPSET} to {onnx_backend.MAX_OPSET} (default "
+        f"{onnx_backend.DEFAULT_OPSET}; `--opset N` on the CLI, `opset=N` in "
+        f"`ir_bridge.emit`). A handler is registered with the first opset it applies "
+        "to, and the newest one at or below the target opset is used; that is where an "
+        "op missing from an older opset is decomposed into older ones. The table gives, "
+        f"for each of the {len(ops)} IR ops, which handler serves which opsets.",
+        "",
+    ]
+    lines += _table(["IR op", "Opsets and handler"],
+                    [[f"`{op}`", _opset_ranges(onnx_backend, op)] for op in ops])
     return "\n".join(lines) + "\n"
 
 

@@ -245,6 +245,88 @@ def _pads(ctx, x, layout, padding, kernel, strides, dilations) -> dict:
     return {"pads": [*begin, *end]}
 
 
+def _tf_shifts_3d_windows(keras) -> bool:
+    """Whether Keras runs on TensorFlow, whose 3-D conv/pool kernels shift 'same' windows
+    (see :func:`_crop_for_tf_3d_same`); the JAX and torch backends clamp the pad at 0."""
+    return keras.backend.backend() == "tensorflow"
+
+
+def _shifts_same_windows(layer, keras) -> bool:
+    """Whether this 3-D conv/pool layer with padding='same' runs on one of TensorFlow's 3-D
+    kernels, which shift a window smaller than its stride.  Keras's TensorFlow backend runs
+    a channels_first or grouped Conv3D through XLA instead, whose pads are clamped at 0
+    like every other backend's; pooling always runs TensorFlow's kernels (channels_first
+    transposed to channels_last around them)."""
+    if getattr(layer, "padding", None) != "same" or not _tf_shifts_3d_windows(keras):
+        return False
+    if hasattr(layer, "kernel_size"):  # Conv3D
+        return _layout(layer) == "NHWC" and int(getattr(layer, "groups", 1)) == 1
+    return True
+
+
+def _tf_3d_same_windows(n, k, stride, dilation):
+    """``(shift, length)`` along one axis of TensorFlow's 3-D 'same' conv/pool: the first
+    window starts ``shift`` elements in, and the windows read ``length`` elements from
+    there.  ``shift`` is positive only for a window smaller than its stride."""
+    k_eff = dilation * (k - 1) + 1
+    out = -(-n // stride)
+    total = (out - 1) * stride + k_eff - n
+    # TF's leading pad is trunc(total / 2), not clamped at 0 as the 1-D/2-D kernels do.
+    return (-int(total / 2) if total < 0 else 0), (out - 1) * stride + k_eff
+
+
+def _crop_for_tf_3d_same(ctx, layer, x, layout, kernel, strides, dilations) -> str:
+    """The input of a 3-D conv/pool with padding='same', cropped as TensorFlow reads it.
+
+    TensorFlow's 3-D kernels compute the leading pad as ``trunc(total / 2)`` with ``total =
+    (out - 1) * stride + k_eff - n`` and do not clamp it at 0: when the window is smaller
+    than its stride and the windows end short of the input, the first window starts
+    ``-trunc(total / 2)`` elements in.  A pad cannot be negative in the IR (nor in ONNX,
+    MDF or Keras), so the shifted axes are cropped first with a ``Slice`` to exactly what
+    the windows read; on the cropped axis 'same' padding is then zero on both sides (and a
+    Keras backend writing padding='same' there computes no shift either).
+    """
+    if len(kernel) != 3 or not _shifts_same_windows(layer, ctx.keras):
+        return x
+    first = 2 if layout == "NCHW" else 1
+    starts, ends, axes = [], [], []
+    for i, (n, k, st, d) in enumerate(zip(_spatial(ctx.shape(x), layout), kernel, strides,
+                                          dilations)):
+        if n is None:
+            continue  # no shift possible here: _refuse_tf_3d_same refuses the other case
+        shift, length = _tf_3d_same_windows(n, k, st, d)
+        if shift:
+            starts.append(shift)
+            ends.append(shift + length)
+            axes.append(first + i)
+    if not axes:
+        return x
+    return ctx.add("Slice", [x], layer, "crop",
+                   attrs={"starts": starts, "ends": ends, "axes": axes})
+
+
+def _refuse_tf_3d_same(layer, shapes=None) -> list[str]:
+    """A 3-D 'same' window smaller than its stride along an axis of unknown size: where
+    TensorFlow starts the first window depends on the size."""
+    if getattr(layer, "padding", None) != "same" or not shapes or len(shapes[0]) != 5:
+        return []
+    import keras
+
+    if not _shifts_same_windows(layer, keras):
+        return []
+    kernel = tuple(getattr(layer, "kernel_size", None) or layer.pool_size)
+    strides = tuple(layer.strides or kernel)
+    dil = tuple(getattr(layer, "dilation_rate", None) or (1,) * 3)
+    spatial = _spatial(tuple(shapes[0]), _layout(layer))
+    bad = [i for i, (n, k, st, d) in enumerate(zip(spatial, kernel, strides, dil))
+           if n is None and d * (k - 1) + 1 < st]
+    if not bad:
+        return []
+    return [f"padding='same' with a window smaller than its stride along spatial axis "
+            f"{bad[0]} of unknown size: where TensorFlow's 3-D kernels start the first window "
+            "depends on the size (give the input a fixed size)"]
+
+
 def _refuse_padding(allowed):
     def refuse(layer, shapes=None) -> list[str]:
         if layer.padding not in allowed:
@@ -322,16 +404,18 @@ def _conv_attrs(ctx, layer, x, kernel) -> dict:
     return attrs
 
 
-@keras_layer("Conv1D", "Conv2D", "Conv3D", refuse=_refuse_conv)
+@keras_layer("Conv1D", "Conv2D", "Conv3D", refuse=_all(_refuse_conv, _refuse_tf_3d_same))
 def _conv(ctx, layer, inputs):
     rank = layer.rank
     kernel = ctx.weight(layer.kernel)  # (*k, C/g, M)
-    attrs = _conv_attrs(ctx, layer, inputs[0], kernel.shape[:rank])
+    x = _crop_for_tf_3d_same(ctx, layer, inputs[0], _layout(layer), kernel.shape[:rank],
+                             tuple(layer.strides), tuple(layer.dilation_rate))
+    attrs = _conv_attrs(ctx, layer, x, kernel.shape[:rank])
     attrs["group"] = int(layer.groups)
     params = {"W": kernel.transpose(rank + 1, rank, *range(rank))}
     if layer.use_bias:
         params["B"] = ctx.weight(layer.bias)
-    y = ctx.add("Conv", inputs, layer, attrs=attrs, params=params)
+    y = ctx.add("Conv", [x], layer, attrs=attrs, params=params)
     return [ctx.activation(layer, y)]
 
 
@@ -429,18 +513,20 @@ def _conv_transpose(ctx, layer, inputs):
 _POOLS = [f"{kind}Pooling{n}D" for kind in ("Max", "Average") for n in (1, 2, 3)]
 
 
-@keras_layer(*_POOLS, refuse=_all(_refuse_padding(("valid", "same")), _refuse_data_format))
+@keras_layer(*_POOLS, refuse=_all(_refuse_padding(("valid", "same")), _refuse_data_format,
+                                   _refuse_tf_3d_same))
 def _pool(ctx, layer, inputs):
     layout = _layout(layer)
     kernel, strides = tuple(layer.pool_size), tuple(layer.strides)
+    ones = (1,) * len(kernel)
+    x = _crop_for_tf_3d_same(ctx, layer, inputs[0], layout, kernel, strides, ones)
     attrs = {"layout": layout, "kernel_shape": list(kernel), "strides": list(strides)}
-    attrs.update(_pads(ctx, inputs[0], layout, layer.padding, kernel, strides,
-                       (1,) * len(kernel)))
+    attrs.update(_pads(ctx, x, layout, layer.padding, kernel, strides, ones))
     if type(layer).__name__.startswith("Max"):
-        return [ctx.add("MaxPool", inputs, layer, attrs=attrs)]
+        return [ctx.add("MaxPool", [x], layer, attrs=attrs)]
     # Keras 'same' average pooling divides by the number of real (unpadded) values.
     attrs["count_include_pad"] = 0
-    return [ctx.add("AveragePool", inputs, layer, attrs=attrs)]
+    return [ctx.add("AveragePool", [x], layer, attrs=attrs)]
 
 
 _GLOBAL_POOLS = [f"Global{kind}Pooling{n}D" for kind in ("Max", "Average") for n in (1, 2, 3)]

@@ -31,12 +31,27 @@ How a model is read:
 
 Corrupt, truncated or checker-failing files raise ``InvalidModelError`` naming the file (an
 op the checker does not know is left to step 1 instead: ``Erfc``, TensorFlow's op that
-Keras's own ONNX export writes for gelu, is read as ``1 - Erf``).
+Keras's own ONNX export writes for gelu, is read as ``1 - Erf``).  So does a model whose
+tensors do not fit together (a weight of the wrong shape or rank, a negative input dim): the
+error names the file and the ONNX node (name and op type) where the shapes first disagree.
+
+Opsets.  The default domain (``""``/``ai.onnx``) is read at opsets :data:`MIN_OPSET` (7) to
+:data:`MAX_OPSET` (28, the newest that onnx 1.23 defines); every handler follows the
+semantics of each version of its op in that range (Softmax's 2-D coercion before 13, Clip's
+and Pad's attributes before 11, Slice's before 10, axes as attributes or inputs, Resize's
+``axes`` from 18, Mod's ``fmod``...).  Any other opset is refused with
+``UnsupportedLayerError`` naming the file, the opset and the range, before anything is read:
+a newer opset may change what an op means, and before opset 7 the element-wise ops had
+legacy ``broadcast``/``axis`` semantics and BatchNormalization/Dropout an ``is_test``
+training mode.  ``onnx.version_converter.convert_version(model, n)`` moves a model into the
+range.  Other domains may be imported (``ai.onnx.ml``, a vendor's), at any version; a node
+that *uses* one is reported as unsupported in step 1.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -44,13 +59,22 @@ from typing import Any, Callable
 import numpy as np
 
 from .._lazy import require
-from ..errors import InvalidModelError, UnsupportedLayerError
+from ..errors import InvalidModelError, IRBridgeError, UnsupportedLayerError
 from ..ir import Graph
 from ..registry import register_frontend
 from . import onnx_ops  # noqa: F401  (defines LSTM, GRU, LRN)
 
 _DOMAINS = ("", "ai.onnx")
 _CONTROL_FLOW = {"Loop", "Scan", "If"}
+
+#: The oldest default-domain opset read: opset 7 gave the element-wise ops numpy
+#: broadcasting (dropping the legacy ``broadcast``/``axis`` attributes) and removed
+#: BatchNormalization's and Dropout's ``is_test``.
+MIN_OPSET = 7
+#: The newest default-domain opset read: every handler was checked against each version of
+#: its op up to here (the newest opset onnx 1.23 defines).  Raise it only after checking
+#: what the new opset changed for the ops in ``HANDLERS`` and ``FOLDERS``.
+MAX_OPSET = 28
 
 
 class _Unsupported(Exception):
@@ -227,6 +251,10 @@ class _Importer:
             shape = tuple(self.input_shapes[inp.name])
         else:
             shape = tuple(d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim)
+        if any(d is not None and d < 0 for d in shape):
+            shown = ", ".join("?" if d is None else str(d) for d in shape)
+            raise InvalidModelError(f"{self.where}: graph input {inp.name!r} has a negative "
+                                    f"dimension: shape ({shown})")
         dtype = np.dtype(self.onnx.helper.tensor_dtype_to_np_dtype(t.elem_type))
         node = self.graph.add_input(self.graph.unique_name(inp.name), shape, str(dtype),
                                     origin=inp.name)
@@ -285,6 +313,13 @@ class _Importer:
         except _Unsupported as exc:
             self._fail(node, str(exc))
             return
+        except (IRBridgeError, ValueError, IndexError) as exc:
+            # The IR's shape inference (a bare IRBridgeError from ``Graph.add_node``) or numpy
+            # folding constants found tensors that do not fit together: the file is wrong.
+            if isinstance(exc, IRBridgeError) and type(exc) is not IRBridgeError:
+                raise
+            raise InvalidModelError(f"{self.where}: ONNX node {_label(node)}: "
+                                    f"{_without_node_prefix(str(exc))}") from exc
         outs = outs if isinstance(outs, list) else [outs]
         for i, name in enumerate(node.output):
             if not name:
@@ -347,6 +382,23 @@ class _Importer:
 
     def rank(self, v) -> int:
         return self.type(v).rank if isinstance(v, str) else np.ndim(v)
+
+
+def _label(node) -> str:
+    """``'dense' (Gemm)``, or ``(Gemm) writing 'h'`` for an unnamed node."""
+    if node.name:
+        return f"{node.name!r} ({node.op_type})"
+    out = next((o for o in node.output if o), "")
+    return f"({node.op_type}) writing {out!r}"
+
+
+_NODE_PREFIX = re.compile(r"^node '[^']*'(?: \(from '[^']*'\))?: ")
+
+
+def _without_node_prefix(message: str) -> str:
+    """A graph error's message without its ``node 'x': `` prefix (the IR node is named
+    after the ONNX node, which the caller names with its op type)."""
+    return _NODE_PREFIX.sub("", message, count=1)
 
 
 def _densify(nh, sparse):
@@ -413,6 +465,15 @@ def _size(im, ins, a):
     return np.asarray(math.prod(int(d) for d in s), np.int64)
 
 
+def _axis(axis, rank: int, what: str = "axis") -> int:
+    """``axis`` (negative counts from the end) as an index into ``rank`` axes; an axis out
+    of range is a malformed model (ValueError, reported as ``InvalidModelError``)."""
+    axis = int(axis)
+    if not -rank <= axis < rank:
+        raise ValueError(f"{what} {axis} is out of range for a tensor of rank {rank}")
+    return axis % rank
+
+
 def _axes_of(im, ins, a, position, rank=None):
     """Axes from input ``position`` (newer opsets) or attribute ``axes``."""
     if len(ins) > position and ins[position] is not None:
@@ -421,7 +482,7 @@ def _axes_of(im, ins, a, position, rank=None):
         axes = a.get("axes")
         axes = None if axes is None else [int(x) for x in axes]
     if axes is not None and rank is not None:
-        axes = [x % rank for x in axes]
+        axes = [_axis(x, rank, "axes entry") for x in axes]
     return axes
 
 
@@ -477,8 +538,8 @@ def _slice_spec(im, ins, a, rank):
                 else list(range(len(starts))))
         steps = (_ints(im.const(ins[4], "steps")) if len(ins) > 4 and ins[4] is not None
                  else [1] * len(starts))
-    return ([int(s) for s in starts], [int(e) for e in ends], [int(x) % rank for x in axes],
-            [int(s) for s in steps])
+    return ([int(s) for s in starts], [int(e) for e in ends],
+            [_axis(x, rank, "Slice axis") for x in axes], [int(s) for s in steps])
 
 
 def _fold_slice(im, ins, a):
@@ -522,7 +583,7 @@ def _fold_unsqueeze(im, ins, a):
     shape = list(x.shape) if isinstance(x, _Broadcast) else list(np.shape(x))
     axes = _axes_of(im, ins, a, 1)
     rank = len(shape) + len(axes)
-    for ax in sorted(ax % rank for ax in axes):
+    for ax in sorted(_axis(ax, rank, "Unsqueeze axis") for ax in axes):
         shape.insert(ax, 1)
     if isinstance(x, _Broadcast):
         return _Broadcast(x.value.reshape((1,) * (rank - x.value.ndim) + x.value.shape)
@@ -581,7 +642,9 @@ def _fold_binary(op):
             x, y = _obj_or_num([x, y])
             return {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply,
                     "Div": np.floor_divide}[op](x, y)
-        result = _BINARY_FOLD[op](x, y)
+        # Mod's fmod=1 truncates the quotient (the result takes the sign of x).
+        fn = np.fmod if op == "Mod" and a.get("fmod", 0) else _BINARY_FOLD[op]
+        result = fn(x, y)
         if op in ("Add", "Sub", "Mul", "Div", "Pow", "Mod"):
             result = np.asarray(result).astype(np.result_type(x, y), copy=False)
         return np.asarray(result)
@@ -669,7 +732,7 @@ def _fold_identity(im, ins, a):
 
 def _fold_split(im, ins, a):
     x = np.asarray(ins[0])
-    axis = a.get("axis", 0) % x.ndim
+    axis = _axis(a.get("axis", 0), x.ndim)
     pieces = []
     for start, end in _split_bounds(im, ins, a, x.shape[axis]):
         idx = [slice(None)] * x.ndim
@@ -739,7 +802,7 @@ def _softmax(op):
     def handle(im, ins, a):
         x = im.tensor(ins[0])
         rank = im.rank(x)
-        axis = a.get("axis", -1 if im.opset >= 13 else 1) % rank
+        axis = _axis(a.get("axis", -1 if im.opset >= 13 else 1), rank)
         if im.opset >= 13 or axis == rank - 1:
             return im.add(op, [x], attrs={"axis": axis})
         # Before opset 13 the input is coerced to 2-D at ``axis``: reshape, softmax, undo.
@@ -932,6 +995,8 @@ def _global_pool(op):
 def _batchnorm(im, ins, a):
     if a.get("training_mode", 0):
         raise _Unsupported("training_mode=1 (batch statistics)")
+    if not a.get("spatial", 1):  # opsets 7-8: statistics per channel *and* position
+        raise _Unsupported("spatial=0 (per-position statistics)")
     names = ("scale", "B", "mean", "var")
     params = {k: im.const(v, f"BatchNormalization {k}") for k, v in zip(names, ins[1:5])}
     y = im.add("BatchNormalization", [im.tensor(ins[0])], params=params,
@@ -1057,7 +1122,7 @@ def _pad(im, ins, a):
         value = (float(im.const(ins[2], "constant_value"))
                  if len(ins) > 2 and ins[2] is not None else 0.0)
         if len(ins) > 3 and ins[3] is not None:
-            axes = [int(ax) % rank for ax in im.const(ins[3], "axes")]
+            axes = [_axis(ax, rank, "Pad axis") for ax in im.const(ins[3], "axes")]
             full = [0] * (2 * rank)
             for j, ax in enumerate(axes):
                 full[ax], full[rank + ax] = pads[j], pads[len(axes) + j]
@@ -1088,6 +1153,8 @@ def _slice(im, ins, a):
 def _tile(im, ins, a):
     x = im.tensor(ins[0])
     repeats = [int(r) for r in im.const(ins[1], "repeats")]
+    if len(repeats) != im.rank(x):
+        raise ValueError(f"{len(repeats)} repeats for a tensor of rank {im.rank(x)}")
     y = x
     for axis, r in enumerate(repeats):
         if r != 1:
@@ -1108,6 +1175,9 @@ def _split_bounds(im, ins, a, size):
         n = a.get("num_outputs", n_out)
         chunk = -(-size // n)
         sizes = [min(chunk, size - i * chunk) for i in range(n)]
+    if size is not None and sum(int(s) for s in sizes) != size:
+        raise ValueError(f"split sizes {[int(s) for s in sizes]} do not add up to the axis "
+                         f"size {size}")
     bounds, start = [], 0
     for s in sizes:
         bounds.append((start, start + int(s)))
@@ -1118,7 +1188,7 @@ def _split_bounds(im, ins, a, size):
 def _split(im, ins, a):
     x = im.tensor(ins[0])
     rank = im.rank(x)
-    axis = int(a.get("axis", 0)) % rank
+    axis = _axis(a.get("axis", 0), rank)
     outs = []
     for i, (start, end) in enumerate(_split_bounds(im, ins, a, im.type(x).shape[axis])):
         outs.append(im.add("Slice", [x], attrs={"starts": [start], "ends": [end],
@@ -1187,10 +1257,13 @@ def _gather(im, ins, a):
         return im.add("Gather", [idx], attrs={"axis": axis}, params={"data": data})
     if isinstance(data, str) and _is_const(idx):
         x = data
-        axis %= im.rank(x)
+        axis = _axis(axis, im.rank(x))
         flat = idx.ravel().astype(np.int64)
         size = im.type(x).shape[axis]
         if size is not None:
+            if np.any((flat < -size) | (flat >= size)):
+                raise ValueError(f"indices {idx.ravel().tolist()} are out of range for axis "
+                                 f"{axis} of size {size}")
             flat = np.where(flat < 0, flat + size, flat)
         if flat.size and np.all(np.diff(flat) == 1) and flat[0] >= 0 and idx.ndim <= 1:
             start = int(flat[0])
@@ -1205,24 +1278,43 @@ def _gather(im, ins, a):
 
 
 def _resize_scales(im, x, ins, a, op):
+    """The per-axis scales of a Resize/Upsample, one for every axis of ``x``."""
     shape = im.type(x).shape
     if op == "Upsample" or im.opset < 11:
         scales_v = ins[1] if len(ins) > 1 else np.asarray(a["scales"])
         return [float(s) for s in im.const(scales_v, "scales")]
+    rank = len(shape)
+    # Opset 18's ``axes``: scales/sizes are given for these axes only, the rest keep theirs.
+    axes = ([_axis(ax, rank, "Resize axis") for ax in a["axes"]] if a.get("axes")
+            else list(range(rank)))
     if len(ins) > 2 and ins[2] is not None and np.size(ins[2]):
-        return [float(s) for s in im.const(ins[2], "scales")]
-    if len(ins) > 3 and ins[3] is not None:
-        sizes = _ints(ins[3])
-        out = []
-        for d, s in zip(shape, sizes):
+        listed = [float(s) for s in im.const(ins[2], "scales")]
+    elif len(ins) > 3 and ins[3] is not None:
+        listed, known = [], []
+        for ax, s in zip(axes, _ints(ins[3])):
+            d = shape[ax]
             if isinstance(s, _Sym) or d is None:
                 if not (isinstance(s, _Sym) and d is None):
                     raise _Unsupported("Resize sizes depend on the batch size")
-                out.append(1.0)
+                listed.append(1.0)
             else:
-                out.append(s / d)
-        return out
-    raise _Unsupported("Resize without scales or sizes")
+                listed.append(s / d)
+                known.append(len(listed) - 1)
+        policy = a.get("keep_aspect_ratio_policy", "stretch")
+        if policy != "stretch" and known:
+            # One scale for every sized axis: the smallest ("not_larger") or the largest.
+            pick = min if policy == "not_larger" else max
+            scale = pick(listed[i] for i in known)
+            for i in known:
+                listed[i] = scale
+    else:
+        raise _Unsupported("Resize without scales or sizes")
+    if len(listed) != len(axes):
+        raise ValueError(f"{len(listed)} scales/sizes for {len(axes)} axes")
+    out = [1.0] * rank
+    for ax, sc in zip(axes, listed):
+        out[ax] = sc
+    return out
 
 
 _NEAREST_OK = {("asymmetric", "floor"), ("half_pixel", "round_prefer_floor"),
@@ -1411,6 +1503,7 @@ def read_model(src):
     if not model.graph.output:
         raise InvalidModelError(f"{where}: not an ONNX model with a graph (no graph outputs; "
                                 "the file may be truncated or not ONNX at all)")
+    check_opset(model, where)
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # ValidationError, or a C++ error for odd files
@@ -1419,6 +1512,32 @@ def read_model(src):
         if "No Op registered for" not in str(exc):
             raise InvalidModelError(f"{where}: fails the ONNX checker: {exc}") from exc
     return model, where
+
+
+def check_opset(model, where: str) -> int | None:
+    """The model's default-domain opset, if it is one this frontend reads
+    (:data:`MIN_OPSET` to :data:`MAX_OPSET`); ``UnsupportedLayerError`` naming ``where``,
+    the opset and the range otherwise.  ``None`` when the model imports no default domain
+    (the checker then refuses it if any node needs one)."""
+    versions = sorted({int(o.version) for o in model.opset_import if o.domain in _DOMAINS})
+    if not versions:
+        return None
+    if len(versions) > 1:
+        raise InvalidModelError(f"{where}: imports the default ONNX domain at several opsets "
+                                f"({', '.join(map(str, versions))})")
+    opset = versions[0]
+    if MIN_OPSET <= opset <= MAX_OPSET:
+        return opset
+    if opset > MAX_OPSET:
+        why = ("a newer opset may change what an op means; convert the model down with "
+               f"onnx.version_converter.convert_version(model, {MAX_OPSET})")
+    else:
+        why = ("before opset 7 element-wise ops broadcast by the legacy 'broadcast'/'axis' "
+               "rules and BatchNormalization/Dropout had an is_test training mode; upgrade "
+               f"the model with onnx.version_converter.convert_version(model, {MIN_OPSET})")
+    raise UnsupportedLayerError(
+        f"{where}: ONNX opset {opset} (default domain) is not supported: ir_bridge reads "
+        f"opsets {MIN_OPSET} to {MAX_OPSET} ({why})")
 
 
 @register_frontend("onnx", suffixes=(".onnx",), accepts=_accepts,

@@ -162,9 +162,9 @@ HAND_MADE = {
     "clip_inputs": lambda: model(
         [helper.make_node("Clip", ["x", "lo", "hi"], ["y"])], [("x", ["N", 5])], [("y", None)],
         [("lo", np.float32(-0.5)), ("hi", np.float32(1.0))]),
-    "clip_attrs_opset6": lambda: model(
+    "clip_attrs_opset7": lambda: model(  # Clip-6's attributes, at the oldest opset read
         [helper.make_node("Clip", ["x"], ["y"], min=-0.5, max=0.5)], [("x", ["N", 5])],
-        [("y", None)], opset=6),
+        [("y", None)], opset=7),
     "dropout_ratio_input": lambda: model(
         [helper.make_node("Dropout", ["x", "r"], ["y"])], [("x", ["N", 5])], [("y", None)],
         [("r", np.float32(0.3))], opset=13),

@@ -858,18 +858,6 @@ def _bug2(spec: "ModelSpec") -> bool:
     return any(c.cls.startswith("UpSampling") for c in spec.calls)
 
 
-@known_bug("BUG-3", "Keras backend emits a grouped Conv2D with one input channel per group "
-           "and unequal strides as DepthwiseConv2D, which TensorFlow cannot run",
-           test="test_bug3_grouped_conv_unequal_strides_to_keras", stages=("keras",))
-def _bug3(spec: "ModelSpec") -> bool:
-    for k, call in enumerate(spec.calls):
-        if call.cls == "Conv2D" and call.kwargs.get("groups", 1) > 1 \
-                and len(set(call.kwargs.get("strides", (1,)))) > 1 \
-                and spec.shapes[call.inputs[0]][-1] == call.kwargs["groups"]:
-            return True
-    return False
-
-
 def tf_3d_same_shift(call: LayerCall, in_shape) -> list[int]:
     """Per spatial axis, how far TensorFlow's 3-D conv/pool kernels shift the first window
     for ``padding="same"``: they compute the leading pad as ``trunc(total / 2)`` *without*
@@ -885,31 +873,6 @@ def tf_3d_same_shift(call: LayerCall, in_shape) -> list[int]:
         total = (-(-n // s) - 1) * s + (k - 1) * d + 1 - n
         shifts.append(-int(total / 2) if total < 0 else 0)
     return shifts
-
-
-@known_bug("BUG-4", "3-D conv/pool with padding='same' and a window smaller than its stride: "
-           "TensorFlow shifts the first window (negative leading pad), ir_bridge does not",
-           test="test_bug4_3d_same_padding_negative_pad",
-           stages=("ir", "ir-default", "mdf", "mdf-reference", "onnx", "onnx->ir", "keras"))
-def _bug4(spec: "ModelSpec") -> bool:
-    return any(c.cls in ("Conv3D", "MaxPooling3D", "AveragePooling3D")
-               and c.kwargs.get("padding") == "same"
-               and any(tf_3d_same_shift(c, spec.shapes[c.inputs[0]]))
-               for c in spec.calls)
-
-
-@known_bug("BUG-12", "Keras backend writes a 1-D depthwise convolution with left-only pads as "
-           "DepthwiseConv1D(padding='causal'), which Keras refuses",
-           test="test_bug12_depthwise_conv1d_causal_to_keras", stages=("keras",))
-def _bug12(spec: "ModelSpec") -> bool:
-    padded = any(c.cls == "ZeroPadding1D" for c in spec.calls)
-    for c in spec.calls:
-        channels = spec.shapes[c.inputs[0]][-1]
-        depthwise = c.cls in ("DepthwiseConv1D", "SeparableConv1D") or (
-            c.cls == "Conv1D" and c.kwargs.get("groups", 1) == channels > 1)
-        if depthwise and (c.kwargs.get("padding") == "causal" or padded):
-            return True
-    return False
 
 
 def known_bugs_of(spec: "ModelSpec", bugs: dict | None = None) -> list[KnownBug]:

@@ -378,8 +378,6 @@ def test_bug2_mdf_resize_runs_in_the_reference_engine():
     _assert_close(runner_for(model)(xs), run_mdf_reference(mdf_model, xs))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-3: the Keras backend turns a grouped Conv2D with "
-                   "unequal strides into DepthwiseConv2D, which TensorFlow cannot run")
 def test_bug3_grouped_conv_unequal_strides_to_keras():
     model = _model((5, 5, 2), L.Conv2D(4, 1, strides=(1, 2), groups=2, name="conv"))
     randomize(model, 1)
@@ -388,19 +386,16 @@ def test_bug3_grouped_conv_unequal_strides_to_keras():
     _assert_close(runner_for(model)(xs), runner_for(rebuilt)(xs))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-4: TensorFlow's 3-D conv/pool 'same' padding "
-                   "shifts a window smaller than its stride; the Keras frontend does not")
 def test_bug4_3d_same_padding_negative_pad():
-    # Depth 3, window 1, stride 3: one output; TensorFlow reads depth index 1 (leading pad
-    # trunc((0*3 + 1 - 3) / 2) = -1), ir_bridge reads index 0.  1-D/2-D kernels clamp the
-    # pad at 0 and agree.  Affects Conv3D, MaxPooling3D, AveragePooling3D.
+    # BUG-4 (fixed): depth 3, window 1, stride 3: one output; TensorFlow reads depth index 1
+    # (leading pad trunc((0*3 + 1 - 3) / 2) = -1); ir_bridge read index 0 until the Keras
+    # frontend learnt to crop.  1-D/2-D kernels clamp the pad at 0.  Affects Conv3D,
+    # MaxPooling3D, AveragePooling3D (tests/frontends/test_keras_3d_same.py has the rest).
     model = _model((3, 3, 3, 1), L.MaxPooling3D(1, strides=3, padding="same", name="pool"))
     xs = _xs((3, 3, 3, 1))
     _assert_close(runner_for(model)(xs), ir_bridge.run(ir_bridge.load(model), xs))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-12: the Keras backend emits DepthwiseConv1D with "
-                   "padding='causal', which Keras refuses (untyped ValueError)")
 @pytest.mark.parametrize("layers", [
     [L.Conv1D(2, 2, padding="causal", groups=2, name="conv")],
     [L.ZeroPadding1D((1, 0), name="pad"), L.DepthwiseConv1D(2, name="depthwise")],
@@ -463,8 +458,8 @@ def test_keras1_ir_bridge_is_right_where_keras_is_not():
 
 
 def test_the_3d_shift_rule_matches_tensorflow():
-    """The rule ``keras_models.tf_3d_same_shift`` (used to recognise BUG-4 models, and the
-    rule a fix must implement) predicts what TensorFlow does, window by window."""
+    """The rule ``keras_models.tf_3d_same_shift`` (the one the Keras frontend's crop for
+    BUG-4 implements) predicts what TensorFlow does, window by window."""
     from keras_models import LayerCall, tf_3d_same_shift
 
     for n, k, s in [(3, 1, 3), (5, 1, 5), (5, 1, 3), (4, 1, 3), (6, 1, 4), (3, 1, 4), (7, 2, 5)]:

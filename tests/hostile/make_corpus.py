@@ -75,10 +75,6 @@ class Case:
 
 CASES: list[Case] = []
 
-BUG6 = ("BUG-6: the ONNX frontend lets shape errors out as a bare IRBridgeError that does "
-        "not name the file")
-
-
 def case(name, fmt, error, match, **kw):
     def wrap(fn):
         CASES.append(Case(name, fmt, fn, error, match, **kw))
@@ -189,7 +185,6 @@ def _(d):
 
 
 @case("onnx_initializer_wrong_shape", "onnx", InvalidModelError, "wrong_w.onnx", needs=("onnx",),
-      xfail_api=BUG6, xfail_cli=BUG6,
       note="W is 5x3 but x has 4 features")
 def _(d):
     return _save_onnx(d / "wrong_w.onnx", onnx_dense(w=np.ones((5, 3), "float32")))
@@ -267,8 +262,7 @@ def _(d):
         initializers=[shape], out_shape=["N", 10**6, 10**6]))
 
 
-@case("onnx_negative_dims", "onnx", InvalidModelError, "negative.onnx", needs=("onnx",),
-      xfail_api=BUG6, xfail_cli=BUG6)
+@case("onnx_negative_dims", "onnx", InvalidModelError, "negative.onnx", needs=("onnx",))
 def _(d):
     onnx, TP, helper, nh = _onnx()
     return _save_onnx(d / "negative.onnx", onnx_dense(
@@ -306,9 +300,8 @@ def _(d):
         w, nh.from_array(np.zeros(3, "float32"), "B")]))
 
 
-@case("onnx_opset_from_the_future", "onnx", (InvalidModelError, UnsupportedLayerError), "9999",
-      needs=("onnx",), xfail_api="BUG-7: the ONNX frontend reads any opset, even 9999, with "
-      "today's semantics", xfail_cli="BUG-7: converts an opset-9999 model (exit 0)")
+@case("onnx_opset_from_the_future", "onnx", UnsupportedLayerError, "opset 9999",
+      needs=("onnx",))
 def _(d):
     return _save_onnx(d / "future.onnx", onnx_dense(opset=9999))
 
@@ -321,7 +314,6 @@ def _(d):
 
 
 @case("onnx_conv_weight_rank", "onnx", InvalidModelError, "rank.onnx", needs=("onnx",),
-      xfail_api=BUG6, xfail_cli=BUG6,
       note="a Conv whose weight is a matrix")
 def _(d):
     onnx, TP, helper, nh = _onnx()
