@@ -32,6 +32,17 @@ def assert_preserves(graph, passes, *, batch: int = 4, atol: float = 1e-5, seed:
     return result
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _fresh_keras_names():
+    """Keras numbers auto-named layers and models process-wide: reset the counters after
+    each test module, so tests elsewhere that rely on default names do not see its models."""
+    yield
+    import sys
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

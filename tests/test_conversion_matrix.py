@@ -17,7 +17,6 @@ corrupted artifact, and ``check_parity`` catches a corrupted initializer in a wr
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import numpy as np
@@ -29,37 +28,32 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from keras import layers as L  # noqa: E402
 
+from keras_helpers import keras_inputs  # noqa: E402
+from keras_helpers import randomize as _randomize  # noqa: E402
+
 import ir_bridge  # noqa: E402
 from ir_bridge.cli import main as cli_main  # noqa: E402
 from ir_bridge.parity import runner_for  # noqa: E402
 from ir_bridge.zoo import mnist  # noqa: E402
 
 ATOL = 1e-5
+
+
+def randomize(model, seed=0):
+    """Weights ~ 0.3 N(0, 1): the zoo's logits stay small enough for an absolute 1e-5."""
+    return _randomize(model, seed, scale=0.3)
 BATCH = 4
-HAS_MDF = importlib.util.find_spec("ir_bridge.backends.mdf") is not None
 SUFFIX = {"keras": ".keras", "onnx": ".onnx", "mdf": ".json"}
 CELLS = [("keras", "mdf"), ("keras", "onnx"), ("keras", "keras"),
          ("onnx", "mdf"), ("onnx", "onnx"), ("onnx", "keras"),
          ("mdf", "onnx"), ("mdf", "keras")]
 
 
-@pytest.fixture(scope="module", autouse=True)
 def _fresh_keras_names():
     """Keras numbers auto-named layers and models process-wide; reset the counters after
     this module so tests elsewhere that rely on default names do not see our models."""
     yield
     keras.backend.clear_session()
-
-
-def randomize(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        shape = tuple(v.shape)
-        if "variance" in v.path:
-            v.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
-        else:
-            v.assign((0.3 * rng.standard_normal(shape)).astype("float32"))
-    return model
 
 
 def residual_concat(seed=0):
@@ -105,36 +99,27 @@ def sources(tmp_path_factory):
     out = {}
     for name, build in BUILDERS.items():
         model = build()
-        xs = inputs_for(model, seed=0)
+        xs = keras_inputs(model, seed=0)
         model(xs if len(xs) > 1 else xs[0])  # Keras exports only models called once
         files = {"keras": root / f"{name}.keras"}
         model.save(files["keras"])
         files["onnx"] = root / f"{name}.onnx"
         model.export(str(files["onnx"]), format="onnx", verbose=False)
-        if HAS_MDF:
-            files["mdf"] = root / f"{name}.json"
-            ir_bridge.convert(model, "mdf", files["mdf"])
+        files["mdf"] = root / f"{name}.json"
+        ir_bridge.convert(model, "mdf", files["mdf"])
         out[name] = (model, files)
     return out
-
-
-def inputs_for(model, seed=1):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((BATCH, *t.shape[1:])).astype("float32") for t in model.inputs]
 
 
 @pytest.mark.parametrize("src,dst", CELLS, ids=[f"{s}-to-{d}" for s, d in CELLS])
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_conversion_matches_source(sources, tmp_path, name, src, dst):
-    if "mdf" in (src, dst) and not HAS_MDF:
-        pytest.skip("ir_bridge.backends.mdf is not in this tree yet (the MDF backend lands "
-                    "separately)")
     model, files = sources[name]
     source = files[src]
     artifact = tmp_path / f"{name}_from_{src}{SUFFIX[dst]}"
     ir_bridge.convert(source, dst, artifact)
     assert artifact.exists()
-    xs = inputs_for(model)
+    xs = keras_inputs(model, seed=1)
     want = runner_for(source)(xs)
     got = runner_for(artifact)(xs)
     assert len(got) == len(want) == len(model.outputs)
@@ -150,7 +135,7 @@ def test_sources_agree_with_keras(sources):
     """The ONNX export and the MDF file compute what the Keras model computes (so every
     cell above is also measured against Keras)."""
     for name, (model, files) in sources.items():
-        xs = inputs_for(model)
+        xs = keras_inputs(model, seed=1)
         want = runner_for(files["keras"])(xs)
         for kind in ("onnx", "mdf"):
             if kind not in files:
@@ -201,7 +186,7 @@ def test_check_parity_catches_a_corrupted_initializer_in_the_file(sources, tmp_p
     model, files = sources["cnn_dropout"]
     path = tmp_path / "cnn.onnx"
     ir_bridge.convert(files["keras"], "onnx", path)
-    xs = inputs_for(model)
+    xs = keras_inputs(model, seed=1)
     assert ir_bridge.check_parity(files["keras"], path, xs).ok
     proto = onnx.load(str(path))
     init = max(proto.graph.initializer, key=lambda i: int(np.prod(i.dims)))

@@ -25,6 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 from keras import layers as L  # noqa: E402
 
+from keras_helpers import ATOL, layer_types, randomize  # noqa: E402
+from keras_helpers import assert_all_close as assert_close  # noqa: E402
+from keras_helpers import keras_inputs  # noqa: E402
+
 import ir_bridge  # noqa: E402
 from ir_bridge.backends import keras as keras_backend  # noqa: E402
 from ir_bridge.errors import UnsupportedLayerError  # noqa: E402
@@ -33,10 +37,8 @@ from ir_bridge.zoo import mnist  # noqa: E402
 from .test_onnx import CASES as IR_CASES  # noqa: E402
 from .test_onnx import _inputs_for_case  # noqa: E402
 
-ATOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
 def _fresh_keras_names():
     """Keras numbers auto-named layers and models process-wide; reset the counters after
     this module so tests elsewhere that rely on default names do not see our models."""
@@ -73,44 +75,8 @@ EQUIVALENT = {frozenset({"Activation", "ReLU"}), frozenset({"Activation", "Leaky
               frozenset({"Activation", "Identity"}), frozenset({"Flatten", "Reshape"})}
 
 
-def randomize(model, seed=0):
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        if str(v.dtype).startswith("float"):
-            shape = tuple(v.shape)
-            if "variance" in v.path:
-                v.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
-            else:
-                v.assign((0.5 * rng.standard_normal(shape)).astype("float32"))
-    return model
-
-
-def inputs_for(model, seed=0, scale=2.0):
-    rng = np.random.default_rng(seed)
-    out = []
-    for t in model.inputs:
-        shape = (4, *(13 if d is None else d for d in t.shape[1:]))
-        if str(t.dtype).startswith("int"):
-            out.append(rng.integers(0, 10, shape).astype(str(t.dtype)))
-        else:
-            out.append((scale * rng.standard_normal(shape)).astype("float32"))
-    return out
-
-
 def outputs(model, xs):
     return keras_backend.runner(model)(xs)
-
-
-def layer_types(model):
-    return [type(layer).__name__ for layer in model.layers
-            if type(layer).__name__ != "InputLayer"]
-
-
-def assert_close(got, want, atol=ATOL):
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape
-        np.testing.assert_allclose(g, w, rtol=0, atol=atol)
 
 
 def assert_no_lambda(model):
@@ -145,7 +111,7 @@ def test_roundtrip_without_passes_keeps_layer_types_and_weights(case):
         for a, b in zip(src_w, out_w):
             assert a.dtype == b.dtype and a.shape == b.shape
             assert np.array_equal(a, b), "weights must be bit-identical"
-    xs = inputs_for(src, scale=FE.SCALES.get(case, 2.0) if FE else 2.0)
+    xs = keras_inputs(src, scale=FE.SCALES.get(case, 2.0) if FE else 2.0)
     assert_close(outputs(out, xs), outputs(src, xs))
 
 
@@ -154,7 +120,7 @@ def test_roundtrip_with_default_passes_keeps_outputs(case):
     src = _source_model(case)
     out = ir_bridge.convert(src, "keras", passes="default")
     assert_no_lambda(out)
-    xs = inputs_for(src, scale=FE.SCALES.get(case, 2.0) if FE else 2.0)
+    xs = keras_inputs(src, scale=FE.SCALES.get(case, 2.0) if FE else 2.0)
     assert_close(outputs(out, xs), outputs(src, xs))
 
 
@@ -172,7 +138,7 @@ def test_activation_spelling_follows_the_recorded_keras_class():
             node.meta.setdefault("keras_class", classes[node.origin])
     out = ir_bridge.emit(graph, "keras")
     assert layer_types(out) == ["Activation", "ReLU", "Softmax", "Activation", "Activation"]
-    xs = inputs_for(model)
+    xs = keras_inputs(model, scale=2.0)
     assert_close(outputs(out, xs), outputs(model, xs))
 
 
@@ -275,7 +241,7 @@ def test_saved_zoo_model_loads_back(tmp_path):
     path = tmp_path / "cnn.keras"
     ir_bridge.convert(src, "keras", path)
     loaded = keras.models.load_model(path, safe_mode=True)
-    xs = inputs_for(src)
+    xs = keras_inputs(src, scale=2.0)
     assert_close(outputs(loaded, xs), outputs(src, xs))
 
 

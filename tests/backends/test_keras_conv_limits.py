@@ -27,6 +27,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 from keras import layers as L  # noqa: E402
 
+from keras_helpers import assert_all_close as _assert_close  # noqa: E402
+from keras_helpers import layer_types as _types  # noqa: E402
+from keras_helpers import randomize  # noqa: E402
+
 import ir_bridge  # noqa: E402
 from ir_bridge.backends import keras as keras_backend  # noqa: E402
 from ir_bridge.errors import InvalidModelError, UnsupportedLayerError  # noqa: E402
@@ -36,33 +40,13 @@ from ir_bridge.parity import runner_for  # noqa: E402
 ATOL = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
 def _fresh_keras_names():
     yield
     keras.backend.clear_session()
 
 
-def _randomize(model, seed=1):
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        v.assign((0.5 * rng.standard_normal(tuple(v.shape))).astype("float32"))
-    return model
-
-
 def _xs(shape, seed=0, batch=3):
     return [np.random.default_rng(seed).standard_normal((batch, *shape)).astype("float32")]
-
-
-def _types(model):
-    return [type(layer).__name__ for layer in model.layers
-            if type(layer).__name__ != "InputLayer"]
-
-
-def _assert_close(got, want):
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape
-        np.testing.assert_allclose(g, w, rtol=0, atol=ATOL)
 
 
 def _check_saved(model, path, xs, want):
@@ -112,7 +96,7 @@ def test_keras_conv_converts_runs_and_reloads(case, tmp_path):
     y = x
     for layer in layers:
         y = layer(y)
-    src = _randomize(keras.Model(x, y, name=case))
+    src = randomize(keras.Model(x, y, name=case), seed=1)
     xs = _xs(shape)
     want = runner_for(src)(xs)
     rebuilt = ir_bridge.emit(ir_bridge.optimize(ir_bridge.load(src), passes), "keras")

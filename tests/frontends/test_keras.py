@@ -20,6 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 keras = pytest.importorskip("keras")
 from keras import layers as L  # noqa: E402
 
+from keras_helpers import assert_all_close as assert_close  # noqa: E402
+from keras_helpers import keras_inputs as inputs_for  # noqa: E402
+from keras_helpers import randomize  # noqa: E402
+
 import ir_bridge  # noqa: E402
 from ir_bridge import registry  # noqa: E402
 from ir_bridge.errors import (  # noqa: E402
@@ -39,34 +43,6 @@ PASSES = ["none", "default"]
 # ---------------------------------------------------------------- helpers
 
 
-def randomize(model, seed: int = 0):
-    """Give every float weight non-trivial random values (variances positive), so biases,
-    BatchNorm statistics and PReLU slopes are all exercised."""
-    rng = np.random.default_rng(seed)
-    for v in model.weights:
-        if not str(v.dtype).startswith("float"):
-            continue
-        shape = tuple(v.shape)
-        if "variance" in v.path:
-            v.assign(rng.uniform(0.5, 2.0, shape).astype("float32"))
-        else:
-            v.assign((0.5 * rng.standard_normal(shape)).astype("float32"))
-    return model
-
-
-def inputs_for(model, seed: int = 0, scale: float = 1.0) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    out = []
-    for t in model.inputs:
-        # Unknown spatial dims become 13: odd, so 'same' padding is uneven.
-        shape = (BATCH, *(13 if d is None else d for d in t.shape[1:]))
-        if str(t.dtype).startswith("int"):
-            out.append(rng.integers(0, 10, shape).astype(str(t.dtype)))
-        else:
-            out.append((scale * rng.standard_normal(shape)).astype("float32"))
-    return out
-
-
 def keras_outputs(model, xs) -> list[np.ndarray]:
     y = model(xs if len(xs) > 1 else xs[0], training=False)
     ys = y if isinstance(y, (list, tuple)) else [y]
@@ -78,14 +54,6 @@ def convert(model, passes: str):
     if passes != "none":
         graph = ir_bridge.optimize(graph, passes, verify=True)
     return graph
-
-
-def assert_close(actual, expected, atol=ATOL):
-    assert len(actual) == len(expected)
-    for a, e in zip(actual, expected):
-        assert a.shape == e.shape, (a.shape, e.shape)
-        err = float(np.max(np.abs(a.astype(np.float64) - e))) if a.size else 0.0
-        assert err <= atol, f"max abs error {err:.3g} > {atol}"
 
 
 def assert_parity(model, passes, xs=None, atol=ATOL):

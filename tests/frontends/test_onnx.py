@@ -562,7 +562,6 @@ def test_accepts_live_model_proto_without_a_format():
 CNNS = ["cnn_tutorial", "cnn_dropout", "cnn_two_conv"]
 
 
-@pytest.fixture(scope="module", autouse=True)
 def _fresh_keras_names():
     """Keras numbers auto-named layers and models process-wide; reset the counters after
     this module so tests elsewhere that rely on default names do not see our models."""
