@@ -13,19 +13,23 @@ its own subprocess, so one stage's memory cannot hide in another's:
 * ``reference``: Keras's outputs on a seeded batch (saved for the parity stages);
 * ``mdf`` / ``onnx`` / ``keras``: ``ir_bridge.load`` (Keras -> IR), ``optimize("default")``
   and ``emit(..., path)`` writing the file; the time of each step is reported;
-* ``mdf-parts``: the MDF path again, with ``build_model`` and the JSON writer timed and
-  measured separately (who needs the memory);
+* ``mdf-parts``: the MDF path again, with ``build_model``, ``dumps`` (the whole text in
+  memory) and ``save`` (the text streamed to the file) timed and measured separately;
+* ``mdf-read``: the MDF frontend alone, ``ir_bridge.load`` of the MDF JSON file (no Keras in
+  the process), and that the IR it reads writes the same file again;
 * ``engine``: the ir_bridge MDF engine compiles the MDF JSON file and runs the batch; parity
   against Keras;
-* ``onnx-run`` / ``keras-run``: onnxruntime / Keras run the written file; parity.
+* ``onnx-run`` / ``keras-run``: onnxruntime / Keras run the written file; parity;
+* ``modeci-writers``: modeci_mdf's own JSON/YAML/BSON writers against ir_bridge's on the
+  CI-sized ResNet of ``tests/test_scale_smoke.py`` (per-parameter cost, to extrapolate).
 
 Memory.  The *baseline* of a stage is the resident set size (``VmRSS``) of its process
 after importing everything it needs (TensorFlow, Keras, ir_bridge, the target library),
 building the Keras model with its weights and running ``gc.collect()``: the process with
 the model loaded.  The peak counter (``VmHWM``) is then reset (``/proc/self/clear_refs``)
 and the stage's *peak above baseline* is ``VmHWM - baseline`` at its end.  Stages that do
-not need the Keras model (``engine``, ``onnx-run``) have the same imports but no model;
-their baseline is the bare process.  The weights are 25.6M float32 = 102 MB; the target
+not need the Keras model (``mdf-read``, ``engine``, ``onnx-run``) have the same imports but
+no model; their baseline is the bare process.  The weights are 25.6M float32 = 102 MB; the target
 for the MDF path is < 4x that above the baseline.
 """
 
@@ -46,7 +50,8 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SEED = 0
-STAGES = ["reference", "mdf", "mdf-parts", "onnx", "keras", "engine", "onnx-run", "keras-run"]
+STAGES = ["reference", "mdf", "mdf-parts", "mdf-read", "onnx", "keras", "engine", "onnx-run",
+          "keras-run", "modeci-writers"]
 SUFFIX = {"mdf": ".json", "onnx": ".onnx", "keras": ".keras"}
 
 
@@ -196,6 +201,67 @@ def stage_mdf_parts(work: Path) -> dict:
     return out
 
 
+def stage_mdf_read(work: Path) -> dict:
+    """The MDF frontend alone: ``ir_bridge.load`` of the JSON file the ``mdf`` stage wrote
+    (no Keras in the process; the baseline is the bare process with ir_bridge imported).
+    Then the IR it read is written again: the same bytes, so nothing was lost or changed."""
+    import numpy as np
+
+    import ir_bridge
+
+    ir_bridge.registry.frontends()
+    path = work / "resnet50.json"
+    baseline = rss_mb()
+    reset_peak()
+    timer = Timer()
+    graph = timer("load", ir_bridge.load, path)
+    peak = peak_mb()
+    out = {"baseline_mb": round(baseline), "peak_above_baseline_mb": round(peak - baseline),
+           "times": timer.times, "file_mb": round(path.stat().st_size / 2**20, 1),
+           "nodes": sum(1 for n in graph if n.op != "Input"),
+           "params": int(sum(a.size for n in graph for a in n.params.values())),
+           "weights_float32": all(a.dtype == np.float32 for n in graph
+                                  for a in n.params.values())}
+    again = work / "resnet50_again.json"
+    ir_bridge.emit(graph, "mdf", again)
+    out["rewrites_identically"] = again.read_bytes() == path.read_bytes()
+    again.unlink()
+    return out
+
+
+def stage_modeci_writers(work: Path) -> dict:
+    """modeci_mdf's own writers (``to_json_file``, ``to_yaml_file``, ``to_bson_file``) next
+    to ir_bridge's, on the CI-sized ResNet of ``tests/test_scale_smoke.py`` (0.39M
+    parameters; the full ResNet50 would take minutes to hours and GBs): bytes, seconds and
+    peak MB per parameter, to extrapolate."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from test_scale_smoke import small_resnet
+
+    import ir_bridge
+    from ir_bridge.backends import mdf as mdf_backend
+
+    model = small_resnet()
+    n = model.count_params()
+    graph = ir_bridge.api.prepare(ir_bridge.optimize(ir_bridge.load(model), "default"), "mdf")
+    mdf_model = mdf_backend.build_model(graph)
+    out = {"params": n}
+    writers = [("ir_bridge save (.json)", lambda p: mdf_backend.save(mdf_model, p), ".json"),
+               ("modeci to_json_file", lambda p: mdf_model.to_json_file(str(p)), ".json"),
+               ("modeci to_yaml_file", lambda p: mdf_model.to_yaml_file(str(p)), ".yaml"),
+               ("modeci to_bson_file", lambda p: mdf_model.to_bson_file(str(p)), ".bson")]
+    for i, (label, write, suffix) in enumerate(writers):
+        path = work / f"small_resnet_{i}{suffix}"
+        baseline = rss_mb()
+        reset_peak()
+        start = time.perf_counter()
+        write(path)
+        seconds = time.perf_counter() - start
+        out[label] = {"s": round(seconds, 2), "bytes_per_param": round(path.stat().st_size / n, 1),
+                      "us_per_param": round(1e6 * seconds / n, 2),
+                      "peak_bytes_per_param": round((peak_mb() - baseline) * 2**20 / n)}
+    return out
+
+
 def _parity(y, want) -> dict:
     import numpy as np
 
@@ -240,6 +306,10 @@ def run_stage(name: str, work: Path, batch: int) -> dict:
         return stage_convert(work, name)
     if name == "mdf-parts":
         return stage_mdf_parts(work)
+    if name == "mdf-read":
+        return stage_mdf_read(work)
+    if name == "modeci-writers":
+        return stage_modeci_writers(work)
     return stage_run(work, name)
 
 
@@ -287,8 +357,9 @@ def _subprocess(stage: str, work: Path, batch: int) -> dict:
 
 def markdown(results: dict, batch: int) -> str:
     ref = results.get("reference", {})
-    lines = [f"Model: ResNet50 (weights=None, seeded), {ref.get('params', '?'):,} parameters, "
-             f"{ref.get('weights_mb', '?')} MB of float32 weights; batch {batch}.", "",
+    params = f"{ref['params']:,}" if "params" in ref else "?"
+    lines = [f"Model: ResNet50 (weights=None, seeded), {params} parameters, "
+             f"{ref.get('weights_mb', '?')} MiB of float32 weights; batch {batch}.", "",
              "| target | load (s) | optimize (s) | emit + write (s) | total (s) | file (MB) | "
              "peak above baseline (MB) | baseline (MB) |",
              "|---|---|---|---|---|---|---|---|"]
@@ -316,6 +387,22 @@ def markdown(results: dict, batch: int) -> str:
         lines.append(f"| {label} | {tm['load+compile']} | {tm['run']} | {tm['run_again']} | "
                      f"{r['max_abs_err']:.3g} | {r['atol']:.3g} | "
                      f"{'yes' if r['parity'] else 'NO'} | {r['peak_above_baseline_mb']} |")
+    read = results.get("mdf-read")
+    if read and "error" not in read:
+        lines += ["", f"MDF frontend alone (`ir_bridge.load` of the {read['file_mb']} MB JSON, "
+                  f"bare-process baseline {read['baseline_mb']} MB): "
+                  f"{read['times']['load']} s, peak {read['peak_above_baseline_mb']} MB above "
+                  f"baseline; {read['params']:,} weights in {read['nodes']} nodes; the IR "
+                  f"read writes the same file again: {read['rewrites_identically']}."]
+    writers = results.get("modeci-writers")
+    if writers and "error" not in writers:
+        lines += ["", f"MDF writers on the CI-sized ResNet ({writers['params']:,} parameters; "
+                  "per parameter, to extrapolate):", "",
+                  "| writer | bytes | microseconds | peak memory (bytes) |", "|---|---|---|---|"]
+        for label, w in writers.items():
+            if isinstance(w, dict):
+                lines.append(f"| {label} | {w['bytes_per_param']} | {w['us_per_param']} | "
+                             f"{w['peak_bytes_per_param']} |")
     parts = results.get("mdf-parts")
     if parts and "error" not in parts:
         tm = parts["times"]
@@ -326,7 +413,7 @@ def markdown(results: dict, batch: int) -> str:
                   f"{parts['after_build_model_mb']} |",
                   f"| dumps (JSON text, {parts['text_mb']} MB) | {tm['dumps']} | "
                   f"{parts['dumps_peak_above_mb']} |",
-                  f"| save (dumps + encode + atomic write) | {tm['save']} | "
+                  f"| save (streamed to the file) | {tm['save']} | "
                   f"{parts['save_peak_above_mb']} |"]
     return "\n".join(lines)
 

@@ -18,10 +18,12 @@ Layout of the MDF graph it writes (the MDF frontend reads it back into the same 
   several inputs/outputs survives.
 
 Writing is compact: float32 weights are printed with the shortest decimal text that reads
-back to the same float32 (checked, element by element, before writing), so ~11 bytes per
+back to the same float32 (checked, element by element, before writing), so ~12 bytes per
 weight instead of the ~63 of modeci_mdf's writer, and the file still loads with
-``modeci_mdf.utils.load_mdf``. ``.json`` or ``.yaml``/``.yml`` is chosen by suffix; files are
-written atomically (a failed write leaves nothing).
+``modeci_mdf.utils.load_mdf``. ``.json`` or ``.yaml``/``.yml`` is chosen by suffix. Files
+are streamed (the whole text is never held: large arrays are formatted slice by slice,
+vectorised, without Python floats) into a temporary file that is renamed when complete, so
+a failed write leaves nothing.
 """
 
 from __future__ import annotations
@@ -297,7 +299,9 @@ def _emit_shape_op(node, graph, body):
     elif op in ("Squeeze", "Unsqueeze"):
         body.onnx(op.lower(), op, {"data": x, "axes": [int(v) for v in a["axes"]]})
     elif op == "Resize":
-        body.onnx("resize", op, {"X": x, "scales": [float(s) for s in a["scales"]]})
+        # An empty roi before the scales: the reference engine passes a function's inputs
+        # by position, so without it the scales would bind to roi (BUG-2).
+        body.onnx("resize", op, {"X": x, "roi": [], "scales": [float(s) for s in a["scales"]]})
     elif op in ("ReduceMean", "ReduceMax"):
         body.onnx(op.lower(), op, {"data": x, "axes": [int(v) for v in a["axes"]],
                                    "keepdims": int(a["keepdims"])})
@@ -450,6 +454,98 @@ def build_model(graph, *, name: str | None = None):
 
 
 # =========================================================================== writing
+#
+# A file is written as a stream of text pieces: the document's structure (``json.dumps`` or
+# ``yaml.dump`` of the model with a placeholder for every array) with each array's text
+# generated slice by slice in between, so neither the whole document nor a whole array's
+# text is ever held (the writer's working memory is a few MiB, whatever the model).
+#
+# Float32 weights are formatted without Python floats: the shortest-digits search
+# (:func:`shortest_float32`) yields each value's decimal mantissa and exponent, and the
+# characters are laid out in a byte matrix (one row per value, a zero byte where no
+# character goes) that is compacted into the text in one step. The bytes are exactly those
+# of ``json.dumps(shortest_float32(a).tolist(), separators=(",", ":"))``, the definition
+# the format had before the streaming writer (pinned by the tests).
+
+#: Values formatted per slice (bounds the writer's working memory to a few MiB).
+_CHUNK = 1 << 16
+#: ``10.0 ** k`` for k in -64..64 (as ``_POW10[k + 64]``), computed with numpy's power of
+#: float64 exponents, as the search always computed its scales; exact for 0 <= k <= 22.
+_POW10 = 10.0 ** np.arange(-64, 65, dtype=np.float64)
+#: 1.0, 10.0, ..., 1e11.
+_DECADES = 10.0 ** np.arange(12)
+_INT_POW10 = [10 ** j for j in range(13)]
+
+
+def _words(texts) -> np.ndarray:
+    """Texts of at most 4 ASCII characters as native uint32 words (zero-padded bytes)."""
+    return np.frombuffer(b"".join(t.encode("ascii").ljust(4, b"\0") for t in texts), np.uint32)
+
+
+_DIGITS3 = _words(f"{i:03d}" for i in range(1000))  # "007"
+_LEAD3 = _words(f"{i}" if i else "" for i in range(1000))  # "7", "" for 0
+_UNITS3 = _words(f"{i}" for i in range(1000))  # "7", "0" for 0
+_KEEP = np.frombuffer(bytes([0, 0, 0, 0, 255, 0, 0, 0, 255, 255, 0, 0, 255, 255, 255, 0]),
+                      np.uint32)  # masks keeping the first 0..3 bytes of a word
+_MINUS, _DOT = _words(["-", "."]).tolist()
+
+
+class _Digits:
+    """The shortest-digits search on a flat float32 array (see :func:`shortest_float32`).
+
+    ``best``: float64 per element. For the elements ``active[fast]`` (finite, non-zero,
+    found with ``digits`` = 1..9 significant digits at an exact scale), ``best`` is the
+    float64 nearest to the decimal ``mantissa * 10**-k`` (``mantissa`` an integer below
+    1e10, ``0 <= k <= 22``), which is what ``repr`` prints; the other active elements were
+    redone with correctly rounded text; zeros, infinities and NaN are left as they are.
+    """
+
+    def __init__(self, x32: np.ndarray):
+        with np.errstate(all="ignore"):
+            x = x32.astype(np.float64)
+        ax = np.abs(x)
+        active = np.flatnonzero(np.isfinite(x) & (ax > 0))
+        every = active.size == x.size
+        xa, xa32 = (x, x32) if every else (x[active], x32[active])
+        exp10 = np.floor(np.log10(ax if every else ax[active]))
+        e = exp10.astype(np.int64)
+        lo = np.ones(active.size, dtype=np.int64)
+        hi = np.full(active.size, 10, dtype=np.int64)  # 10: none of 1..9 digits worked
+        # A binary search over 1..9 significant digits, all elements at once (more digits
+        # never hurt, so the search is valid); at most four rounds.
+        with np.errstate(all="ignore"):
+            while True:
+                open_ = lo < hi
+                if not open_.any():
+                    break
+                mid = (lo + hi) // 2
+                scale = _POW10[np.clip(mid - 1 - e, -64, 64) + 64]
+                ok = (np.round(xa * scale) / scale).astype(np.float32) == xa32
+                hi = np.where(open_ & ok, mid, hi)
+                lo = np.where(open_ & ~ok, mid + 1, lo)
+            # The winning candidate (as each round computed it).
+            scale = _POW10[np.clip(lo - 1 - e, -64, 64) + 64]
+            mantissa = np.round(xa * scale)
+            value = mantissa / scale
+        best = x.copy()
+        k = lo - 1 - e
+        # The division by 10**k is exact only for 0 <= k <= 22; beyond (|x| >= 1e8 or
+        # tiny), or when no digit count worked, redo those few elements with correctly
+        # rounded text; the last resort is the float32 value itself (always exact).
+        fast = (lo <= 9) & (k >= 0) & (k <= 22)
+        if fast.all():
+            best[active] = value
+        else:
+            best[active[fast]] = value[fast]
+            for j in np.flatnonzero(~fast).tolist():
+                i = active[j]
+                for p in range(int(min(lo[j], 9)), 10):
+                    text = float(f"{x[i]:.{p - 1}e}")
+                    if np.float32(text) == x32[i]:
+                        best[i] = text
+                        break
+        self.best, self.active, self.fast = best, active, fast
+        self.mantissa, self.k, self.digits = np.abs(mantissa), k, lo
 
 
 def shortest_float32(values: np.ndarray) -> np.ndarray:
@@ -466,44 +562,164 @@ def shortest_float32(values: np.ndarray) -> np.ndarray:
     float32 value itself (always exact, up to 17 digits).
     """
     x32 = np.asarray(values, dtype=np.float32)
-    shape = x32.shape
-    x32 = x32.reshape(-1)
-    with np.errstate(all="ignore"):
-        x = x32.astype(np.float64)
-    ax = np.abs(x)
-    active = np.flatnonzero(np.isfinite(x) & (ax > 0))
-    exp10 = np.floor(np.log10(ax[active]))
-    lo = np.ones(active.size, dtype=np.int64)
-    hi = np.full(active.size, 10, dtype=np.int64)  # 10: none of 1..9 digits worked
+    return _Digits(x32.reshape(-1)).best.reshape(x32.shape)
 
-    def rounded(idx, p):
-        scale = 10.0 ** (p - 1 - exp10[idx])
-        return np.round(x[active[idx]] * scale) / scale
 
-    with np.errstate(all="ignore"):
-        while True:
-            open_ = np.flatnonzero(lo < hi)
-            if not open_.size:
-                break
-            mid = (lo[open_] + hi[open_]) // 2
-            ok = rounded(open_, mid).astype(np.float32) == x32[active[open_]]
-            hi[open_[ok]] = mid[ok]
-            lo[open_[~ok]] = mid[~ok] + 1
-        best = x.copy()
-        found = np.flatnonzero(lo <= 9)
-        best[active[found]] = rounded(found, lo[found])
-    # The division by 10**k is exact only for 0 <= k <= 22; beyond (|x| >= 1e8 or tiny), or
-    # when no digit count worked, redo those few elements with correctly rounded text.
-    k = lo - 1 - exp10
-    for j in np.flatnonzero((k < 0) | (k > 22) | (lo > 9)).tolist():
-        i = active[j]
-        best[i] = x[i]
-        for p in range(int(min(lo[j], 9)), 10):
-            value = float(f"{x[i]:.{p - 1}e}")
-            if np.float32(value) == x32[i]:
-                best[i] = value
-                break
-    return best.reshape(shape)
+def _special_text(x: float, yaml: bool) -> str:
+    """``json.dumps`` of one float (YAML spellings with ``yaml``)."""
+    text = json.dumps(x)
+    return _yaml_floats(text) if yaml else text
+
+
+def _yaml_floats(text: str) -> str:
+    # YAML 1.1 reads "1e-05" as a string and has its own NaN/infinity spellings.
+    text = _YAML_EXP.sub(r"\1.0\2", text)
+    return text.replace("-Infinity", "-.inf").replace("Infinity", ".inf").replace("NaN", ".nan")
+
+
+_YAML_EXP = re.compile(r"(?<![.\d])(-?\d+)(e[-+]\d+)")
+
+
+def _rows(texts: list[str]) -> np.ndarray:
+    """Texts as a byte matrix, one zero-padded row each."""
+    s = np.array([t.encode("ascii") for t in texts])
+    return s.view(np.uint8).reshape(len(texts), s.dtype.itemsize)
+
+
+def _trailing_zeros(mant: np.ndarray) -> np.ndarray:
+    """Trailing decimal zeros of each integer (float64, 1 <= m < 1e10)."""
+    zeros = np.zeros(mant.size, np.int64)
+    idx = np.arange(mant.size)
+    m = mant
+    for _ in range(10):
+        q = m / 10.0  # exact test: a non-integer quotient is far from an integer here
+        hit = q == np.floor(q)
+        if not hit.any():
+            break
+        idx, m = idx[hit], q[hit]
+        zeros[idx] += 1
+    return zeros
+
+
+def _float32_matrix(x32: np.ndarray, yaml: bool) -> np.ndarray:
+    """The text of each float32 of a flat array as a row of bytes (zero where no character
+    goes): ``repr`` of its shortest round-trip decimal, ``NaN``/``Infinity`` (YAML:
+    ``.nan``/``.inf``, and ``1.0e-05`` for ``1e-05``)."""
+    d = _Digits(x32)
+    n = x32.size
+    # Vectorised: the values repr prints in fixed notation (1e-4 <= |x| < 1e16) whose
+    # decimal is mant * 10**-k with mant < 1e10 and 0 <= k <= 22 (nearly all weights).
+    # Their text is sign, integer part, ".", fraction digits, built from 3-digit groups
+    # (4-byte words from a table, zero bytes where no character goes). The float64
+    # arithmetic below is on integers below 2**53, so exact.
+    mant, k, p = np.ones(n), np.zeros(n, np.int64), np.ones(n, np.int64)
+    valid = np.zeros(n, bool)
+    rows = d.active[d.fast]
+    valid[rows] = True
+    mant[rows], k[rows], p[rows] = d.mantissa[d.fast], d.k[d.fast], d.digits[d.fast]
+    # mant has p digits, or p + 1 when rounding carried (9.99 -> 10.0), or p - 1 when log10
+    # put the exponent one too high.
+    length = p + (mant >= _DECADES[p]) - (mant < _DECADES[p - 1])
+    lead = length - 1 - k  # decimal weight of the first digit
+    valid &= (lead >= -4) & (lead <= 15)
+    if not valid.all():
+        mant[~valid], k[~valid] = 1.0, 0
+    shown = np.maximum(k - _trailing_zeros(mant), 1)  # fraction digits (no trailing zeros)
+    scale = _POW10[k + 64]
+    whole = np.floor(mant / scale)  # the integer part, below 1e10 as k >= 0
+    rest = mant - whole * scale
+    # The fraction's first 12 digits as an integer (fixed notation has at most 12).
+    frac = np.where(k <= 12, rest * _POW10[np.clip(12 - k, 0, 22) + 64],
+                    rest / _POW10[np.clip(k - 12, 0, 22) + 64]).astype(np.int64)
+    whole = whole.astype(np.int64)
+    words = [np.where(x32 < 0, _MINUS, 0).astype(np.uint32)]
+    groups = max(1, (len(str(int(whole.max()))) + 2) // 3)
+    for g in range(groups - 1, -1, -1):  # integer part: no leading zeros, "0" for 0
+        above = whole // _INT_POW10[3 * g]
+        group = above - 1000 * (above // 1000)
+        table = _LEAD3 if g else _UNITS3
+        words.append(np.where(above >= 1000, _DIGITS3[group], table[group]))
+    words.append(np.full(n, _DOT, np.uint32))
+    for g in range(int(shown.max() + 2) // 3):
+        above = frac // _INT_POW10[9 - 3 * g]
+        group = above - 1000 * (above // 1000)
+        words.append(_DIGITS3[group] & _KEEP[np.clip(shown - 3 * g, 0, 3)])
+    out = np.stack(words, axis=1).view(np.uint8)
+    slow = np.flatnonzero(~valid)
+    if slow.size:
+        # The rest (zeros, infinities, NaN, exponent notation, the few values redone with
+        # correctly rounded text): Python's own float text.
+        texts = _rows([_special_text(v, yaml) for v in d.best[slow].tolist()])
+        if texts.shape[1] > out.shape[1]:
+            out = np.pad(out, ((0, 0), (0, texts.shape[1] - out.shape[1])))
+        out[slow] = 0
+        out[slow, :texts.shape[1]] = texts
+    return out
+
+
+def _token_matrix(part: np.ndarray, yaml: bool) -> np.ndarray:
+    """Rows of text for a flat slice of values (float32/float16 as shortest round-trip
+    decimals, float64 as Python's repr, ints, bools as JSON ``true``/``false``)."""
+    if part.dtype.kind == "f" and part.dtype.itemsize <= 4:
+        return _float32_matrix(part.astype(np.float32), yaml)
+    values = part.astype(np.float64) if part.dtype.kind == "f" else part
+    text = json.dumps(values.tolist(), separators=(",", ":"))[1:-1]
+    if yaml and part.dtype.kind == "f":
+        text = _yaml_floats(text)
+    return _rows(text.split(","))
+
+
+def _empty_text(shape) -> str:
+    if shape[0] == 0:
+        return "[]"
+    inner = _empty_text(shape[1:])
+    return "[" + ",".join([inner] * shape[0]) + "]"
+
+
+def _separators(nd: int) -> np.ndarray:
+    """Row c: ``"]" * c + "," + "[" * c`` (c < nd), zero-padded to ``2 * nd - 1`` bytes."""
+    width = 2 * nd - 1
+    return np.array([list(("]" * c + "," + "[" * c).ljust(width, "\0").encode("ascii"))
+                     for c in range(nd)], np.uint8)
+
+
+def _array_pieces(a, yaml: bool = False, chunk: int = _CHUNK):
+    """The text of :func:`array_text`, in pieces of about ``chunk`` values."""
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiub":
+        raise IRBridgeError(f"cannot write an array of dtype {a.dtype} to MDF")
+    if a.size == 0:
+        yield _empty_text(a.shape)
+        return
+    nd = a.ndim
+    flat = a.reshape(-1) if a.flags.c_contiguous else None
+    # A nested list's text is "[" * nd, the values with "]" * c + "," + "[" * c after
+    # each but the last (c: how many axes end there), then "]" * nd.
+    blocks = [math.prod(a.shape[nd - level:]) for level in range(1, nd)]
+    table = _separators(nd) if nd else None
+    if nd and table.shape[1] <= 8:  # one 8-byte word per separator
+        table = np.pad(table, ((0, 0), (0, 8 - table.shape[1]))).view(np.uint64).ravel()
+    yield "[" * nd
+    for start in range(0, a.size, chunk):
+        stop = min(start + chunk, a.size)
+        part = flat[start:stop] if flat is not None else a.flat[start:stop]
+        tokens = _token_matrix(part, yaml)
+        if nd == 0:
+            matrix = tokens
+        else:
+            closing = np.zeros(stop - start, np.int64)
+            if blocks:
+                after = np.arange(start + 1, stop + 1)
+                for b in blocks:
+                    closing += after - (after // b) * b == 0
+            sep = table[closing]
+            if sep.dtype == np.uint64:
+                sep = sep.view(np.uint8).reshape(-1, 8)[:, :2 * nd - 1]
+            if stop == a.size:
+                sep[-1] = 0
+            matrix = np.concatenate([tokens, sep], axis=1)
+        yield matrix.tobytes().translate(None, b"\0").decode("ascii")
+    yield "]" * nd
 
 
 def array_text(a: np.ndarray, yaml: bool = False) -> str:
@@ -511,22 +727,41 @@ def array_text(a: np.ndarray, yaml: bool = False) -> str:
     text that reads back bit for bit (:func:`shortest_float32`), other floats as Python's
     shortest round-trip text, ints and bools as such."""
     a = np.asarray(a)
+    if a.size <= _SMALL:
+        return _small_text(a, yaml)
+    return "".join(_array_pieces(a, yaml))
+
+
+#: Arrays up to this many values are formatted through Python lists (their digits found
+#: together with the other small arrays of the model, see ``_pieces``); larger ones by
+#: :func:`_array_pieces`. Both give the same bytes (the tests check it).
+_SMALL = 1024
+
+
+def _small_text(a: np.ndarray, yaml: bool = False, best: np.ndarray | None = None) -> str:
+    """:func:`array_text` of a small array, the simple way (``best``: its
+    :func:`shortest_float32`, when already known)."""
     if a.dtype.kind == "f":
-        values = (shortest_float32(a) if a.dtype.itemsize <= 4 else a.astype(np.float64)).tolist()
+        if a.dtype.itemsize <= 4:
+            values = (shortest_float32(a) if best is None else best.reshape(a.shape)).tolist()
+        else:
+            values = a.astype(np.float64).tolist()
     elif a.dtype.kind in "iub":
         values = a.tolist()
     else:
         raise IRBridgeError(f"cannot write an array of dtype {a.dtype} to MDF")
     text = json.dumps(values, separators=(",", ":"))
-    if yaml and a.dtype.kind == "f":
-        # YAML 1.1 reads "1e-05" as a string and has its own NaN/infinity spellings.
-        text = _YAML_EXP.sub(r"\1.0\2", text)
-        text = text.replace("-Infinity", "-.inf").replace("Infinity", ".inf").replace("NaN",
-                                                                                      ".nan")
-    return text
+    return _yaml_floats(text) if yaml and a.dtype.kind == "f" else text
 
 
-_YAML_EXP = re.compile(r"(?<![.\d])(-?\d+)(e[-+]\d+)")
+def _small_texts(arrays: list, yaml: bool) -> list[str]:
+    """:func:`_small_text` of several small arrays, the float32 digits found in one go."""
+    floats = [a for a in arrays if a.dtype.kind == "f" and a.dtype.itemsize <= 4 and a.size]
+    best = iter(np.split(shortest_float32(np.concatenate(
+        [a.astype(np.float32).reshape(-1) for a in floats])),
+        np.cumsum([a.size for a in floats])[:-1]) if floats else ())
+    return [_small_text(a, yaml, next(best) if a.dtype.kind == "f" and a.dtype.itemsize <= 4
+                        and a.size else None) for a in arrays]
 
 
 def _inline_short_lists(obj, hook):
@@ -541,9 +776,8 @@ def _inline_short_lists(obj, hook):
     return obj
 
 
-def dumps(model, fmt: str = "json") -> str:
-    """Serialise a ``modeci_mdf`` Model to MDF JSON (``fmt="json"``) or YAML text, with the
-    arrays written compactly."""
+def _pieces(model, fmt: str):
+    """The MDF text of ``model`` as a stream of pieces (see the section comment)."""
     from ..engine.mdf_ops import model_to_dict
 
     yaml_out = fmt == "yaml"
@@ -569,19 +803,48 @@ def dumps(model, fmt: str = "json") -> str:
     else:
         text = json.dumps(doc, indent=1)
         pattern = re.compile(rf'"irbridgearray{nonce}x(\d+)"')
-    return pattern.sub(lambda m: array_text(arrays[int(m.group(1))], yaml_out), text)
+    matches = list(pattern.finditer(text))
+    values = [np.asarray(arrays[int(m.group(1))]) for m in matches]
+    small: dict[int, str] = {}  # texts of the next small arrays, formatted together
+    pos = 0
+    for j, m in enumerate(matches):
+        yield text[pos:m.start()]
+        a = values[j]
+        if a.size > _SMALL:
+            yield from _array_pieces(a, yaml_out)
+        else:
+            if j not in small:
+                batch, size = [], 0
+                for i in range(j, len(matches)):
+                    if values[i].size <= _SMALL:
+                        batch.append(i)
+                        size += values[i].size
+                        if size >= _CHUNK:
+                            break
+                small = dict(zip(batch, _small_texts([values[i] for i in batch], yaml_out)))
+            yield small.pop(j)
+        pos = m.end()
+    yield text[pos:]
+
+
+def dumps(model, fmt: str = "json") -> str:
+    """Serialise a ``modeci_mdf`` Model to MDF JSON (``fmt="json"``) or YAML text, with the
+    arrays written compactly (the text :func:`save` writes)."""
+    return "".join(_pieces(model, fmt))
 
 
 def save(model, path) -> None:
     """Write a ``modeci_mdf`` Model to ``path`` (``.json``, ``.yaml`` or ``.yml``),
-    atomically."""
+    atomically: the text is streamed to a temporary file beside ``path`` (never held whole
+    in memory), which is renamed to ``path`` only once complete."""
     suffix = Path(path).suffix.lower()
     if suffix not in (".json", ".yaml", ".yml"):
         raise IRBridgeError(f"MDF files end in .json, .yaml or .yml, not {suffix or '(none)'}: "
                             f"{str(path)!r}")
-    text = dumps(model, "json" if suffix == ".json" else "yaml")
+    fmt = "json" if suffix == ".json" else "yaml"
     with atomic_write(path, "wb") as f:
-        f.write(text.encode("utf-8"))
+        for piece in _pieces(model, fmt):
+            f.write(piece.encode("utf-8"))
 
 
 def _runner(src):

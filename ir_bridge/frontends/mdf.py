@@ -121,7 +121,9 @@ def _is_mdf_model(obj) -> bool:
 def read_document(src, *, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict, str]:
     """Read ``src`` (a path, a ``modeci_mdf`` Model/Graph, or an MDF dict) into the plain
     dict form of an MDF JSON file; returns ``(document, where)`` where ``where`` names the
-    source in error messages."""
+    source in error messages. Long numeric arrays where MDF holds values (parameter, port
+    and function values, arguments, edge weights) come as numpy arrays, as they do from a
+    ``modeci_mdf`` Model; from a JSON file they are read without Python floats."""
     if isinstance(src, (str, Path)):
         path = Path(src)
         where = str(path)
@@ -132,16 +134,19 @@ def read_document(src, *, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict, str]:
         if size > max_bytes:
             raise InvalidModelError(f"{where}: {size:,} bytes is more than the {max_bytes:,} "
                                     "allowed (pass max_bytes= to raise the limit)")
+        data = path.read_bytes()
         try:
-            text = path.read_bytes().decode("utf-8")
+            # ASCII (every file ir_bridge writes) is UTF-8: no second copy of a big file.
+            text = None if data.isascii() else data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidModelError(f"{where}: not UTF-8 text ({exc.reason} at byte "
                                     f"{exc.start})") from None
         suffix = path.suffix.lower()
         if suffix == ".json":
-            return _parse_json(text, where), where
+            del text
+            return _parse_json(data, where), where
         if suffix in (".yaml", ".yml"):
-            return _parse_yaml(text, where), where
+            return _parse_yaml(data.decode("ascii") if text is None else text, where), where
         raise InvalidModelError(f"{where}: an MDF file must end in .json, .yaml or .yml")
     if _is_mdf_model(src):
         from ..engine.mdf_ops import model_to_dict
@@ -155,9 +160,9 @@ def read_document(src, *, max_bytes: int = MAX_FILE_BYTES) -> tuple[dict, str]:
     raise InvalidModelError(f"cannot read an MDF model from a {type(src).__name__}")
 
 
-def _parse_json(text: str, where: str) -> dict:
+def _parse_json(data: bytes, where: str) -> dict:
     try:
-        return json.loads(text)
+        return _loads(data)
     except json.JSONDecodeError as exc:
         raise InvalidModelError(f"{where}: invalid JSON at line {exc.lineno} column "
                                 f"{exc.colno}: {exc.msg}") from None
@@ -165,6 +170,304 @@ def _parse_json(text: str, where: str) -> dict:
         raise InvalidModelError(f"{where}: JSON nested too deeply") from None
     except ValueError as exc:  # e.g. integer literals beyond Python's digit limit
         raise InvalidModelError(f"{where}: invalid JSON: {exc}") from None
+
+
+# --------------------------------------------------------------------------- big arrays
+#
+# ``json.loads`` turns every number of a weight array into a Python float inside nested
+# lists (~40 bytes each: 25.6M weights take GBs). So each long numeric array literal
+# *outside strings* is found in the file's bytes first (UTF-8: every byte of a multi-byte
+# character is >= 0x80, so the ASCII syntax is found as in the text), checked to be a
+# regular (rectangular) nested list, and replaced by a placeholder string; ``json.loads``
+# reads the rest. Each placeholder then becomes, where MDF holds values (parameter,
+# function and port values, arguments, edge weights), a numpy array read from the literal
+# slice by slice, and anywhere else whatever ``json.loads`` makes of the literal. The
+# numbers are read by ``json.loads`` itself (so the grammar, the NaN/Infinity policy and
+# every float are exactly as before), straight into float32 where the reader would convert
+# to float32 anyway (values without a ``metadata.dtype``, ports, edge weights) and into
+# float64 elsewhere (arguments, typed parameters), which ``_array`` then converts as it
+# would the list. A literal of integers only stays the list of ints ``json.loads`` makes;
+# ragged or unusual literals are left in the text (the same errors as before); and if
+# anything does not parse, the whole file is parsed again by ``json.loads`` for the error
+# message, so positions are the file's own.
+
+#: Numeric array literals at least this long (bytes) are read straight into numpy.
+ARRAY_LITERAL_MIN_CHARS = 4096
+#: Bytes of numbers parsed per ``json.loads`` call when reading a literal.
+_SLICE_BYTES = 1 << 20
+_MAX_NESTING = 32  # deeper numeric literals are left to json.loads
+# A string (to its closing quote, or to the end of an unterminated one: a string match
+# never fails, so the scan stays linear), or a run of characters a numeric literal holds.
+_SCAN = re.compile(rb'"[^"\\]*(?:\\[\s\S][^"\\]*)*(?:"|\\?\Z)|\[[-+.,\[\]0-9eEINafinty \t\r\n]+')
+_GLUED = re.compile(rb"[-+.0-9A-Za-z][ \t\r\n]+[-+.0-9A-Za-z]")
+_WHITESPACE = b" \t\r\n"
+
+
+class _JsonArray(np.ndarray):
+    """An array read from a JSON number literal (see above): ``_array`` converts it exactly
+    as it would convert the nested list ``json.loads`` makes."""
+
+
+class _NotFast(Exception):
+    """A literal the fast path leaves to ``json.loads``."""
+
+
+@dataclass
+class _Literal:
+    """A regular numeric literal: ``source[lo:hi]`` (the file's bytes, or a copy without
+    whitespace) holds ``shape`` numbers; ``start:end`` is where it is in the file."""
+
+    source: bytes
+    lo: int
+    hi: int
+    shape: tuple
+    start: int
+    end: int
+
+    def read(self, data: bytes, dtype):
+        """The literal as ``json.loads`` makes it (``dtype`` None), else as an array of
+        ``dtype`` (the list of ints ``json.loads`` makes when all are integers)."""
+        if dtype is not None:
+            try:
+                out = _numbers(self.source, self.lo, self.hi, math.prod(self.shape), dtype)
+                return out.reshape(self.shape).view(_JsonArray)
+            except _NotFast:
+                pass
+        return json.loads(data[self.start:self.end].decode("utf-8"))
+
+
+def _loads(data: bytes):
+    """``json.loads`` of UTF-8 ``data`` (decoded as UTF-8, as the text always was), with
+    long numeric array literals read straight into numpy."""
+    if len(data) < ARRAY_LITERAL_MIN_CHARS:
+        return json.loads(data.decode("utf-8"))
+    import secrets
+
+    prefix = f"irbridge-array-{secrets.token_hex(8)}-"
+    pieces: list[bytes] = []
+    literals: list[_Literal] = []
+    pos = scan = 0
+    while True:
+        m = _SCAN.search(data, scan)
+        if m is None:
+            break
+        start, scan = m.start(), m.end()
+        if data[start] == ord('"') or scan - start < ARRAY_LITERAL_MIN_CHARS:
+            continue
+        try:
+            literal = _find_literal(data, start, scan)
+        except _NotFast:
+            continue
+        pieces += [data[pos:start], f'"{prefix}{len(literals)}"'.encode("ascii")]
+        literals.append(literal)
+        pos = scan = literal.end
+    if not literals:
+        return json.loads(data.decode("utf-8"))
+    pieces.append(data[pos:])
+    try:
+        skeleton = json.loads(b"".join(pieces).decode("utf-8"))
+        del pieces
+        return _place(skeleton, data, literals, prefix)
+    except (ValueError, RecursionError):  # invalid JSON: the error as the file has it
+        return json.loads(data.decode("utf-8"))
+
+
+def _find_literal(data: bytes, start: int, stop: int) -> _Literal:
+    """The regular nested list of numbers starting at ``data[start]``, within
+    ``[start, stop)`` (a run of characters numeric literals can hold)."""
+    depth, i = 0, start
+    while i < stop and data[i] in b"[ \t\r\n":  # the opening brackets
+        depth += data[i] == ord("[")
+        i += 1
+        if depth > _MAX_NESTING:
+            raise _NotFast
+    # The literal ends at the first "]" * depth (a regular nested list has no such run
+    # inside); with whitespace between the brackets, a pattern finds it.
+    end = data.find(b"]" * depth, start, stop) + depth
+    if end >= start + depth and not any(data.find(c, start, end) >= 0 for c in _WHITESPACE):
+        source, lo, hi = data, start, end
+    else:
+        closing = re.compile(rb"\]" + rb"[ \t\r\n]*\]" * (depth - 1))
+        m = closing.search(data, start, stop)
+        if m is None:
+            raise _NotFast
+        end = m.end()
+        if _GLUED.search(data, start, end):
+            raise _NotFast  # "1 2": two numbers without a comma
+        source = data[start:end].translate(None, _WHITESPACE)
+        lo, hi = 0, len(source)
+    shape = _nested_shape(source, lo, hi, depth)
+    return _Literal(source, lo, hi, shape, start, end)
+
+
+def _nested_shape(source: bytes, lo: int, hi: int, depth: int) -> tuple:
+    """The shape of ``source[lo:hi]`` (no whitespace) if it is a rectangular nested list of
+    ``depth`` levels with a number (a run without brackets or commas) between commas;
+    raise ``_NotFast`` otherwise."""
+    b = np.frombuffer(source, np.uint8, count=hi - lo, offset=lo)
+    n = b.size
+    if n < 2 * depth + 1 or int(b[depth]) in b"[]," or int(b[-depth - 1]) in b"[],":
+        raise _NotFast
+    if not (b[:depth] == ord("[")).all() or not (b[-depth:] == ord("]")).all():
+        raise _NotFast
+    commas = np.flatnonzero(b == ord(","))
+    # Around each comma: "]" * c before and "[" * c after (c < depth), and beyond them a
+    # number (no other bracket or comma) on both sides.
+    before, after = _bracket_runs(b, commas, depth)
+    if commas.size:
+        if not np.array_equal(before, after):
+            raise _NotFast
+        for beyond in (b[commas - before - 1], b[commas + after + 1]):
+            if ((beyond == ord("[")) | (beyond == ord("]")) | (beyond == ord(","))).any():
+                raise _NotFast
+    brackets = depth + int(before.sum(dtype=np.int64))
+    if source.count(b"[", lo, hi) != brackets or source.count(b"]", lo, hi) != brackets:
+        raise _NotFast  # brackets anywhere else: ragged, or not a list of numbers
+    del after, commas
+    # The shape: a block of the last L axes ends after value i where L axes close.
+    count = before.size + 1
+    shape, inner = [], 1
+    for level in range(1, depth):
+        ends = np.flatnonzero(before >= level)
+        block = int(ends[0]) + 1 if ends.size else count
+        if block % inner:
+            raise _NotFast
+        shape.append(block // inner)
+        inner = block
+    if count % inner:
+        raise _NotFast
+    shape.append(count // inner)
+    shape.reverse()
+    if depth > 1:  # and every block closes exactly where a regular array's does
+        expected = np.zeros(count - 1, np.int8)
+        block = 1
+        for size in reversed(shape[1:]):
+            block *= size
+            expected[block - 1::block] += 1
+        if not np.array_equal(expected, before):
+            raise _NotFast
+    return tuple(shape)
+
+
+def _bracket_runs(b: np.ndarray, commas: np.ndarray, depth: int, window: int = 1 << 22):
+    """For each comma: how many "]" directly before it and "[" directly after it (at most
+    ``depth - 1``), computed over windows of the bytes (bounded working memory)."""
+    before = np.zeros(commas.size, np.int8)
+    after = np.zeros(commas.size, np.int8)
+    n = b.size
+    for lo in range(0, n, window):
+        hi = min(lo + window, n)
+        c0, c1 = np.searchsorted(commas, [lo, hi])
+        if c0 == c1:
+            continue
+        a, z = max(lo - depth, 0), min(hi + depth, n)
+        part = b[a:z]
+        closing, opening = part == ord("]"), part == ord("[")
+        m = part.size
+        # After round j, run_b[p]: "]" at p - 1 ... p - j; run_a[p]: "[" at p + 1 ... p + j.
+        run_b, run_a = np.ones(m, bool), np.ones(m, bool)
+        count_b, count_a = np.zeros(m, np.int8), np.zeros(m, np.int8)
+        for j in range(1, depth):
+            run_b[j:] &= closing[:m - j]
+            run_b[:j] = False
+            run_a[:m - j] &= opening[j:]
+            run_a[m - j:] = False
+            count_b += run_b
+            count_a += run_a
+        at = commas[c0:c1] - a
+        before[c0:c1], after[c0:c1] = count_b[at], count_a[at]
+    return before, after
+
+
+def _numbers(source: bytes, lo: int, hi: int, count: int, dtype) -> np.ndarray:
+    """The ``count`` numbers of the literal ``source[lo:hi]`` as an array of ``dtype``,
+    exactly as ``json.loads`` reads them and numpy converts the list (``_NotFast`` when
+    all are integers), a slice at a time."""
+    out = np.empty(count, dtype)
+    ints = 0
+
+    def as_float(s: str) -> float:
+        nonlocal ints
+        ints += 1
+        if len(s.lstrip("-")) > 15:  # beyond, int -> float64 -> float32 could double-round
+            raise _NotFast
+        return float(int(s))
+
+    pos = lo
+    done = 0
+    while pos < hi:
+        cut = source.find(b",", min(pos + _SLICE_BYTES, hi), hi)
+        cut = hi if cut < 0 else cut
+        values = json.loads(b"[" + source[pos:cut].translate(None, b"[]") + b"]",
+                            parse_int=as_float)
+        if done + len(values) > count:
+            raise _NotFast
+        out[done:done + len(values)] = values
+        done += len(values)
+        pos = cut + 1
+    if done != count or ints == count:  # all integers: json.loads keeps them ints
+        raise _NotFast
+    return out
+
+
+# Where MDF holds values; the key path from the document's root (model, "graphs", graph,
+# "nodes", node, section, item, field[, argument[, argument]]).
+_FLOAT32_FIELDS = {("functions", "value"), ("input_ports", "default_value"),
+                   ("output_ports", "value")}
+_FLOAT64_FIELDS = {("parameters", "default_initial_value"), ("parameters", "time_derivative")}
+
+
+def _value_dtype(path: tuple, doc) -> Any:
+    """float32/float64 where ``path`` is a value the reader converts with ``_array`` from a
+    float32/float64 array exactly as from the list (float32 where it converts to float32),
+    None where the literal must stay the list ``json.loads`` makes."""
+    n = len(path)
+    if n < 7 or path[1] != "graphs":
+        return None
+    if path[3] == "edges":
+        return np.float32 if (n == 7 and path[5] == "parameters"
+                              and path[6] == "weight") else None
+    if path[3] != "nodes":
+        return None
+    if n == 8:
+        if (path[5], path[7]) == ("parameters", "value"):
+            # float32 unless metadata.dtype says otherwise; float64 for another float
+            # type; any other type (or a malformed one) gets the list, as before.
+            try:
+                param = doc[path[0]]["graphs"][path[2]]["nodes"][path[4]]["parameters"][path[6]]
+                meta = param.get("metadata") or {}
+                if "dtype" not in meta:
+                    return np.float32
+                return np.float64 if np.dtype(_dtype(meta["dtype"], "")).kind == "f" else None
+            except (IRBridgeError, KeyError, TypeError, ValueError, AttributeError):
+                return None
+        if (path[5], path[7]) in _FLOAT32_FIELDS:
+            return np.float32
+        return np.float64 if (path[5], path[7]) in _FLOAT64_FIELDS else None
+    if path[5] in ("parameters", "functions") and (
+            (n == 9 and path[7] == "args") or (n == 10 and path[7] == "function")):
+        return np.float64
+    return None
+
+
+def _place(doc, data: bytes, literals: list, prefix: str):
+    """Replace the placeholders of :func:`_loads` by what their literals are at that place."""
+
+    def fix(v, path):
+        if isinstance(v, str):
+            if v.startswith(prefix):
+                literal = literals[int(v[len(prefix):])]
+                return literal.read(data, _value_dtype(path, doc))
+            return v
+        if isinstance(v, dict):
+            if any(k.startswith(prefix) for k in v):
+                raise ValueError("an array as an object key")  # invalid in the file
+            return {k: fix(x, path + (k,)) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x, path + (None,)) for x in v]
+        return v
+
+    return fix(doc, ())
 
 
 def _parse_yaml(text: str, where: str) -> dict:
@@ -364,6 +667,11 @@ def _sanitize(name: str) -> str:
 def _array(value, where: str, dtype=None, infer: bool = False) -> np.ndarray:
     """A value as a numpy array: float32 unless ``dtype`` says otherwise; with ``infer`` a
     list of ints stays int64 (ONNX shape/pads/axes inputs)."""
+    if isinstance(value, _JsonArray):
+        # Read from the file as float64 (or float32 where no dtype is asked for); to an
+        # integer dtype the way the list json.loads makes converts.
+        value = value.tolist() if dtype is not None and np.dtype(dtype).kind != "f" \
+            else value.view(np.ndarray)
     if isinstance(value, np.ndarray):
         arr = value
     else:
@@ -543,8 +851,9 @@ class _Translator:
             free[(nid, pid)] = name
         baked = {}
         if not free_ports:
+            receivers = {e.receiver for e in self.edges}
             for n in self.nodes.values():
-                if n.ports or any(e.receiver == n.id for e in self.edges):
+                if n.ports or n.id in receivers:
                     continue
                 pid = self._baked_parameter(n)
                 if pid is not None:
@@ -1143,9 +1452,11 @@ class _NodeScope:
             target = _sanitize(spec.id)
             if target not in self.tr.graph and first.name != target:
                 self.tr.graph.rename(first.name, target)
-                for key, v in self.tr.port_values.items():
-                    if v == first:
-                        self.tr.port_values[key] = _Dyn(target)
+                # Only this node's ports can hold a node made here (not every port so
+                # far: that rescan made reading quadratic in the depth, BUG-10).
+                for oid in spec.outputs:
+                    if self.tr.port_values[(spec.id, oid)] == first:
+                        self.tr.port_values[(spec.id, oid)] = _Dyn(target)
 
     def drop_unused(self, outs: dict) -> None:
         """Remove nodes made here that feed no output port (computed but never used)."""

@@ -851,13 +851,6 @@ def model_specs(draw, *, kinds=INPUT_KINDS, functional: bool | None = None,
 
 # --------------------------------------------------------------------------- the known bugs
 
-@known_bug("BUG-2", "MDF onnx::Resize has no roi argument: modeci's reference engine binds "
-           "scales as roi", test="test_bug2_mdf_resize_runs_in_the_reference_engine",
-           stages=("mdf-reference",))
-def _bug2(spec: "ModelSpec") -> bool:
-    return any(c.cls.startswith("UpSampling") for c in spec.calls)
-
-
 def tf_3d_same_shift(call: LayerCall, in_shape) -> list[int]:
     """Per spatial axis, how far TensorFlow's 3-D conv/pool kernels shift the first window
     for ``padding="same"``: they compute the leading pad as ``trunc(total / 2)`` *without*

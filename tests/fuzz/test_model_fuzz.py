@@ -369,8 +369,6 @@ def test_bug1_fused_softmax_axis_after_layout_conversion():
     _assert_close(reference, run_mdf_reference(ir_bridge.emit(graph, "mdf"), xs))
 
 
-@pytest.mark.xfail(strict=True, reason="BUG-2: MDF onnx::Resize is written without roi, so "
-                   "modeci's reference engine passes scales as roi and fails")
 def test_bug2_mdf_resize_runs_in_the_reference_engine():
     model = _model((3, 3, 1), L.UpSampling2D(2, name="up"))
     xs = _xs((3, 3, 1))
