@@ -150,6 +150,18 @@ def test_numbers_outside_value_fields_stay_lists(tmp_path, fast):
         ir_bridge.load(path)
 
 
+def _errors_slow_and_fast(path, monkeypatch) -> list[str]:
+    """The InvalidModelError messages of loading ``path`` without and with the fast array
+    path (every literal long enough for it)."""
+    messages = []
+    for threshold in (1 << 60, 1):
+        monkeypatch.setattr(frontend, "ARRAY_LITERAL_MIN_CHARS", threshold)
+        with pytest.raises(InvalidModelError) as info:
+            ir_bridge.load(path)
+        messages.append(str(info.value))
+    return messages
+
+
 @pytest.mark.parametrize("text", [
     '{"a": [1.5, 2.5], "b": [1.5, 2.5] "c": 1}',
     '{[1.5, 2.5]: 1}',
@@ -160,12 +172,7 @@ def test_numbers_outside_value_fields_stay_lists(tmp_path, fast):
 def test_invalid_json_reports_the_files_own_position(tmp_path, monkeypatch, text):
     path = tmp_path / "bad.json"
     path.write_text(text)
-    messages = []
-    for threshold in (1 << 60, 1):
-        monkeypatch.setattr(frontend, "ARRAY_LITERAL_MIN_CHARS", threshold)
-        with pytest.raises(InvalidModelError) as info:
-            ir_bridge.load(path)
-        messages.append(str(info.value))
+    messages = _errors_slow_and_fast(path, monkeypatch)
     assert messages[0] == messages[1]
     assert "invalid JSON at line" in messages[0]
 
@@ -327,10 +334,5 @@ def test_utf8_text_and_byte_order_marks_read_as_before(tmp_path, monkeypatch):
                               np.array([[0.5, 1.5], [2.5, 3.5]], np.float32))
     # A UTF-8 byte order mark is refused as it always was (json's message), fast or not.
     path.write_bytes(b"\xef\xbb\xbf" + doc_text("[0.5, 1.5]").encode())
-    messages = []
-    for threshold in (1 << 60, 1):
-        monkeypatch.setattr(frontend, "ARRAY_LITERAL_MIN_CHARS", threshold)
-        with pytest.raises(InvalidModelError) as info:
-            ir_bridge.load(path)
-        messages.append(str(info.value))
+    messages = _errors_slow_and_fast(path, monkeypatch)
     assert messages[0] == messages[1] and "BOM" in messages[0]

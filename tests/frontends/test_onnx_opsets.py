@@ -16,10 +16,10 @@ pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 import ir_bridge  # noqa: E402
-from ir_bridge.backends import onnx as onnx_backend  # noqa: E402
 from ir_bridge.cli import main as cli_main  # noqa: E402
 from ir_bridge.errors import InvalidModelError, UnsupportedLayerError  # noqa: E402
 from ir_bridge.frontends import onnx as onnx_frontend  # noqa: E402
+from test_onnx import assert_matches_onnxruntime  # noqa: E402
 
 ATOL = 1e-5
 F = TensorProto.FLOAT
@@ -52,17 +52,6 @@ def dense_relu(opset: int, domain: str = "", check: bool = True):
 
 def x_of(shape, seed=1):
     return (2 * np.random.default_rng(seed).standard_normal(shape)).astype(np.float32)
-
-
-def assert_matches_onnxruntime(m, xs):
-    graph = ir_bridge.load(m)
-    want = onnx_backend.runner(m)(xs)
-    got = ir_bridge.run(graph, xs)
-    assert len(got) == len(want)
-    for g, e in zip(got, want):
-        assert g.shape == e.shape
-        np.testing.assert_allclose(g, e, rtol=1e-5, atol=ATOL)
-    return graph
 
 
 # ---------------------------------------------------------------- the boundary
