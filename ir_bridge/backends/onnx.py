@@ -744,6 +744,7 @@ def to_onnx(graph, opset: int | None = None, check: bool = True):
         outputs.append(_value_info(em, tensor, graph.node(name).type))
     g = onnx.helper.make_graph(em.nodes, _safe_graph_name(graph.name), inputs, outputs,
                                initializer=em.initializers)
+    em.initializers.clear()  # make_graph copied them: do not hold every weight twice
     imports = [onnx.helper.make_opsetid("", opset)]
     model = onnx.helper.make_model(g, opset_imports=imports, producer_name="ir_bridge",
                                    producer_version=_version())
@@ -752,12 +753,19 @@ def to_onnx(graph, opset: int | None = None, check: bool = True):
     if props:
         onnx.helper.set_model_props(model, props)
     if check:
-        try:
-            onnx.checker.check_model(model, full_check=True)
-        except Exception as exc:  # checker errors are several classes across versions
-            raise InvalidModelError(f"the emitted ONNX model fails onnx.checker at opset "
-                                    f"{opset}: {exc}") from exc
+        _run_checker(onnx, model, opset)
     return model
+
+
+def _run_checker(onnx, model, opset):
+    """``onnx.checker.check_model(full_check=True)`` on a ModelProto or its serialised
+    bytes (which saves the checker serialising it again); ``InvalidModelError`` if it
+    fails."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # checker errors are several classes across versions
+        raise InvalidModelError(f"the emitted ONNX model fails onnx.checker at opset "
+                                f"{opset}: {exc}") from exc
 
 
 def _activation_node(host):
@@ -786,13 +794,18 @@ def emit(graph, path=None, *, opset: int | None = None, check: bool = True, **_o
 
     ``opset`` is the ONNX opset (default 17, 13..28); ``check`` runs the full ONNX checker.
     """
-    model = to_onnx(graph, opset=opset, check=check)
-    if path is not None:
-        from ..io import atomic_write
+    if path is None:
+        return to_onnx(graph, opset=opset, check=check)
+    from ..io import atomic_write
 
-        data = model.SerializeToString()
-        with atomic_write(Path(path)) as f:
-            f.write(data)
+    # Serialise once: the checker reads the same bytes that are written (checking the
+    # ModelProto would serialise it a second time: one more copy of every weight).
+    model = to_onnx(graph, opset=opset, check=False)
+    data = model.SerializeToString()
+    if check:
+        _run_checker(require("onnx", "onnx"), data, _check_opset(opset))
+    with atomic_write(Path(path)) as f:
+        f.write(data)
     return model
 
 

@@ -402,6 +402,31 @@ def test_written_file_is_atomic_and_runs(graphs, tmp_path):
                                rtol=1e-5, atol=ATOL)
 
 
+@pytest.mark.parametrize("to_file", [False, True])
+def test_the_checker_sees_what_is_emitted_and_its_failure_is_typed(graphs, tmp_path,
+                                                                 monkeypatch, to_file):
+    """With a path, the checker reads the very bytes written (no second serialisation);
+    a checker failure is an InvalidModelError either way, and no file is left."""
+    from ir_bridge.errors import InvalidModelError
+
+    seen = []
+
+    def failing_checker(model, full_check=False, **_):
+        seen.append((model, full_check))
+        raise onnx.checker.ValidationError("made to fail")
+
+    monkeypatch.setattr(onnx.checker, "check_model", failing_checker)
+    path = tmp_path / "model.onnx" if to_file else None
+    with pytest.raises(InvalidModelError, match="made to fail"):
+        onnx_backend.emit(graphs["conv2d_strided_padded"], path)
+    ((checked, full),) = seen
+    assert full is True
+    assert isinstance(checked, bytes if to_file else onnx.ModelProto)
+    if to_file:
+        assert onnx.load_from_string(checked).graph.initializer  # the whole model
+        assert list(tmp_path.iterdir()) == []
+
+
 def test_failed_emit_leaves_no_file(tmp_path):
     g = graph_of({"x": (None, 3)}, lambda g, x: g.add_node("Neg", [x]))
     path = tmp_path / "model.onnx"
