@@ -46,6 +46,7 @@ Sub-trees made only of scalar constants are folded at compile time.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 from collections.abc import Callable, Iterable, Mapping
@@ -427,6 +428,26 @@ class CompiledExpression:
         return f"CompiledExpression({self.text!r})"
 
 
+#: Expressions up to this long are parsed once per process (an MDF file repeats the same
+#: short argument texts at every node); longer ones are parsed each time.  With at most
+#: 1,024 remembered trees of at most 200 characters, the cache stays within a few MB
+#: whatever a file holds.
+_CACHED_TEXT_LENGTH = 200
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cached(text: str) -> ast.Expression:
+    return ast.parse(text.strip(), mode="eval")
+
+
+def parse_expression(text: str) -> ast.Expression:
+    """``ast.parse(text.strip(), mode="eval")``, remembered for short texts.  The tree is
+    shared: callers must not modify it.  Raises what ``ast.parse`` raises."""
+    if len(text) <= _CACHED_TEXT_LENGTH:
+        return _parse_cached(text)
+    return ast.parse(text.strip(), mode="eval")
+
+
 def compile_expression(text: str, names: Iterable[str] | None = None) -> CompiledExpression:
     """Compile an MDF expression string into a :class:`CompiledExpression`.
 
@@ -440,7 +461,7 @@ def compile_expression(text: str, names: Iterable[str] | None = None) -> Compile
     if len(text) > MAX_TEXT_LENGTH:
         raise compiler.fail(f"text longer than {MAX_TEXT_LENGTH} characters")
     try:
-        tree = ast.parse(text.strip(), mode="eval")
+        tree = parse_expression(text)
     except SyntaxError as exc:
         raise compiler.fail(f"syntax error ({exc.msg})") from None
     except (RecursionError, MemoryError, ValueError):  # the parser's own depth limits

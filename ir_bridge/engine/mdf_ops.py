@@ -38,7 +38,7 @@ from ..ir.opset import broadcast_shapes
 from ..ir.schema import REQUIRED, OpSchema, define_op
 from ..ir.types import TensorType
 from ..ops import register_kernel
-from .expr import MODULE_ALIASES, compile_expression
+from .expr import MODULE_ALIASES, compile_expression, parse_expression
 
 #: How many named constants one ``MdfExpression`` may bind (params ``c0`` … ``c31``).
 MAX_CONSTANTS = 32
@@ -342,13 +342,13 @@ def expression_shape(text: str, shapes: Mapping[str, Shape]) -> Shape:
     ``text`` must already have passed :func:`compile_expression` (the grammar is not checked
     again here). Raises ``ValueError`` when the shapes do not fit together.
     """
-    tree = ast.parse(text.strip(), mode="eval")
+    tree = parse_expression(text)
     return _ShapeInterpreter(shapes).shape(tree.body)
 
 
 def free_names(text: str) -> list[str]:
     """Names an expression reads, in order of first appearance (module prefixes excluded)."""
-    tree = ast.parse(text.strip(), mode="eval")
+    tree = parse_expression(text)
     seen: dict[str, None] = {}
     skip = set()
     for node in ast.walk(tree):

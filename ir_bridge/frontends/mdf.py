@@ -43,6 +43,7 @@ tags or aliases, wrong field types, cycles between nodes, undefined names) raise
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import math
 import re
@@ -1170,14 +1171,14 @@ class _NodeScope:
     # ---------------------------------------------------------------- expressions
 
     def expression(self, text: str, label: str, local: dict | None = None):
-        from ..engine.expr import compile_expression
+        from ..engine.expr import compile_expression, parse_expression
 
         local = local or {}
         try:
             compiled = compile_expression(text, names=self.names() | set(local))
         except UnsafeExpressionError as exc:
             raise UnsafeExpressionError(f"{self.where} {label!r}: {exc}") from None
-        tree = ast.parse(text.strip(), mode="eval").body
+        tree = parse_expression(text).body
         ops = {}
         for name in self.tr.vocab.free_names(text):
             ops[name] = local[name] if name in local else self.resolve(name)
@@ -1235,7 +1236,8 @@ class _NodeScope:
                     return ast.copy_location(ast.Name(id=name, ctx=ast.Load()), node)
                 return node
 
-        tree = ast.fix_missing_locations(Rewrite().visit(tree))
+        # The parsed tree is shared (parse_expression remembers it): rewrite a copy.
+        tree = ast.fix_missing_locations(Rewrite().visit(copy.deepcopy(tree)))
         used = set(self.tr.vocab.free_names(ast.unparse(tree)))
         return ast.unparse(tree), tree, {k: v for k, v in ops.items() if k in used}
 

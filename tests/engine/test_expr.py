@@ -296,3 +296,19 @@ def test_random_arithmetic_trees_match_numpy(tree):
         expected = np.broadcast_to(_direct(tree), _X.shape)
     got = np.broadcast_to(compile_expression(text, names=["x", "y"])(x=_X, y=_Y), _X.shape)
     np.testing.assert_allclose(got, expected, rtol=1e-6, equal_nan=True, err_msg=text)
+
+
+def test_parsed_trees_are_remembered_but_never_changed_by_readers():
+    """``parse_expression`` shares trees between callers (an MDF file repeats the same short
+    argument texts), so callers copy before rewriting (the MDF reader's tuple rewrite is
+    checked in tests/frontends/test_mdf.py::test_tuple_outputs_inside_larger_expressions)."""
+    import ast
+
+    from ir_bridge.engine.expr import parse_expression
+
+    text = "a[0] + b"
+    before = ast.dump(parse_expression(text))
+    assert parse_expression(text) is parse_expression(text)
+    long_text = " + ".join(["a"] * 100)
+    assert parse_expression(long_text) is not parse_expression(long_text)  # not cached
+    assert ast.dump(parse_expression(text)) == before

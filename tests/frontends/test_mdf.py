@@ -261,8 +261,9 @@ def test_tuple_outputs_inside_larger_expressions(tmp_path):
     del doc["m"]["graphs"]["g"]["nodes"]["bad"], doc["m"]["graphs"]["g"]["edges"]["e2"]
     path = write(tmp_path, doc)
     x = np.arange(32, dtype="float32").reshape(2, 1, 4, 4)
-    (y,) = ir_bridge.run(str(path), [x])
-    np.testing.assert_array_equal(y, 3 * x.reshape(2, 1, 2, 2, 2, 2).max(axis=(3, 5)))
+    for _ in range(2):  # the rewrite must not touch the parsed tree the reader remembers
+        (y,) = ir_bridge.run(str(path), [x])
+        np.testing.assert_array_equal(y, 3 * x.reshape(2, 1, 2, 2, 2, 2).max(axis=(3, 5)))
     np.testing.assert_allclose(y, reference(path, {"a": x})[("p", "out")])
 
 
