@@ -6,8 +6,6 @@ test oracle, on files ir_bridge wrote itself.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -19,6 +17,8 @@ from ir_bridge.errors import IRBridgeError, UnsupportedLayerError
 from ir_bridge.engine.mdf_plan import compile_mdf
 from ir_bridge.engine.plan import Plan
 from ir_bridge.ir import Graph
+
+from mdf_reference import run as run_reference
 
 keras = pytest.importorskip("keras")
 pytest.importorskip("modeci_mdf")
@@ -67,23 +67,6 @@ def converted(tmp_path_factory):
         ir_bridge.convert(model, "mdf", path)
         out[name] = (model, x, model(x).numpy(), path)
     return out
-
-
-def run_reference(path, inputs):
-    """Outputs of modeci_mdf's reference engine on an MDF file ir_bridge wrote."""
-    from modeci_mdf.execution_engine import EvaluableGraph
-    from modeci_mdf.utils import load_mdf
-
-    graph = load_mdf(str(path)).graphs[0]
-    ports = [ref.split(".")[1] for ref in graph.metadata["inputs"]]
-    with contextlib.redirect_stdout(io.StringIO()):
-        eg = EvaluableGraph(graph, verbose=False)
-        eg.evaluate(initializer=dict(zip(ports, inputs)))
-    outs = []
-    for ref in graph.metadata["outputs"]:
-        node, port = ref.split(".")
-        outs.append(np.asarray(eg.enodes[node].evaluable_outputs[port].curr_value))
-    return outs
 
 
 def assert_same_graph(a: Graph, b: Graph):

@@ -6,8 +6,6 @@ written by hand in this file.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
 import sys
@@ -18,6 +16,8 @@ import pytest
 import ir_bridge
 from ir_bridge.engine.mdf_plan import compile_mdf
 from ir_bridge.errors import InvalidModelError, UnsafeExpressionError, UnsupportedLayerError
+
+from mdf_reference import evaluate as reference
 
 pytest.importorskip("modeci_mdf")
 
@@ -47,21 +47,6 @@ def edge(sender, receiver, sport="out", rport="in0", **extra):
 def input_node(name, shape):
     return {"input_ports": {name: {"shape": list(shape)}},
             "output_ports": {"out": {"value": name}}}
-
-
-def reference(path_or_model, initializer=None):
-    """{(node, port): value} from modeci_mdf's reference engine."""
-    from modeci_mdf.execution_engine import EvaluableGraph
-    from modeci_mdf.utils import load_mdf
-
-    model = load_mdf(str(path_or_model)) if not hasattr(path_or_model, "graphs") \
-        else path_or_model
-    graph = model.graphs[0]
-    with contextlib.redirect_stdout(io.StringIO()):
-        eg = EvaluableGraph(graph, verbose=False)
-        eg.evaluate(initializer=initializer or {})
-    return {(n.id, p.id): np.asarray(eg.enodes[n.id].evaluable_outputs[p.id].curr_value)
-            for n in graph.nodes for p in n.output_ports}
 
 
 # --------------------------------------------------------------------------- modeci files

@@ -20,8 +20,6 @@ entry in ``keras_models.KNOWN_BUGS`` naming the models and stages it explains.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import time
@@ -41,6 +39,7 @@ from keras import layers as L  # noqa: E402
 import ir_bridge  # noqa: E402
 import strategies  # noqa: E402,F401  (registers and loads the ci/fuzz hypothesis profiles)
 from ir_bridge.parity import runner_for  # noqa: E402
+from mdf_reference import run as run_mdf_reference  # noqa: E402
 from keras_models import (KNOWN_BUGS, ModelSpec, known_bugs_of,  # noqa: E402
                           model_specs, randomize)
 
@@ -84,24 +83,6 @@ def mismatch(reference, got, atol) -> str | None:
 
 
 _MODELS_RUN = {"count": 0}
-
-
-def run_mdf_reference(mdf_model, inputs) -> list[np.ndarray]:
-    """Outputs of modeci_mdf's reference engine (``EvaluableGraph``) on an MDF model
-    ir_bridge emitted: the MDF file must mean the same in the MDF tools, not only in our
-    engine (an error both our writer and our reader make would cancel out there)."""
-    from modeci_mdf.execution_engine import EvaluableGraph
-
-    graph = mdf_model.graphs[0]
-    ports = [ref.split(".")[1] for ref in graph.metadata["inputs"]]
-    with contextlib.redirect_stdout(io.StringIO()):
-        eg = EvaluableGraph(graph, verbose=False)
-        eg.evaluate(initializer=dict(zip(ports, inputs)))
-    outs = []
-    for ref in graph.metadata["outputs"]:
-        node, port = ref.split(".")
-        outs.append(np.asarray(eg.enodes[node].evaluable_outputs[port].curr_value))
-    return outs
 
 
 def keras_one_by_one(model, xs) -> list[np.ndarray]:
