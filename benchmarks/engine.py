@@ -30,7 +30,6 @@ import io
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,17 +38,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
-
-
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
+from _machine import cpu_model  # noqa: E402
 
 
 def _time(fn, *args) -> float:
@@ -165,7 +154,7 @@ def machine() -> dict:
     import numpy
     import onnxruntime
 
-    return {"cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(),
             "numpy": numpy.__version__, "onnxruntime": onnxruntime.__version__,
             "load": os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")}
 
@@ -179,7 +168,7 @@ def markdown(rows: list[dict], info: dict, batch: int) -> str:
         "",
         f"| model | params | ours (ms) | onnxruntime (ms) | ours / ort | Keras `model(x)` (ms) "
         f"| reference MDF engine (ms) | ref / ours | ours, batch 1 (µs) | ref, batch 1 (ms) "
-        f"| ref / ours, batch 1 | max abs ours − Keras |",
+        "| ref / ours, batch 1 | max abs ours − Keras |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:

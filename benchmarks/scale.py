@@ -47,6 +47,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_model
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 SEED = 0
@@ -316,17 +318,6 @@ def run_stage(name: str, work: Path, batch: int) -> dict:
 # --------------------------------------------------------------------------- driver
 
 
-def _cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
-
-
 def _versions() -> str:
     import importlib.metadata as md
 
@@ -443,7 +434,7 @@ def main(argv=None) -> int:
     else:
         work = Path(args.work)
         work.mkdir(parents=True, exist_ok=True)
-    print(f"machine: {os.cpu_count()} cores, {_cpu_model()}; {_versions()}", flush=True)
+    print(f"machine: {os.cpu_count()} cores, {cpu_model()}; {_versions()}", flush=True)
     results = {}
     for stage in stages:
         results[stage] = _subprocess(stage, work, args.batch)
