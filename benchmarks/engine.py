@@ -166,8 +166,8 @@ def markdown(rows: list[dict], info: dict, batch: int) -> str:
         f"{info['numpy']}, onnxruntime {info['onnxruntime']} (1-min load average at the end: "
         f"{info['load']:.1f}).",
         "",
-        f"| model | params | ours (ms) | onnxruntime (ms) | ours / ort | Keras `model(x)` (ms) "
-        f"| reference MDF engine (ms) | ref / ours | ours, batch 1 (µs) | ref, batch 1 (ms) "
+        "| model | params | ours (ms) | onnxruntime (ms) | ours / ort | Keras `model(x)` (ms) "
+        "| reference MDF engine (ms) | ref / ours | ours, batch 1 (µs) | ref, batch 1 (ms) "
         "| ref / ours, batch 1 | max abs ours − Keras |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
