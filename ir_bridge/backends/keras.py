@@ -83,6 +83,7 @@ import numpy as np
 
 from .._lazy import require
 from ..errors import IRBridgeError, UnsupportedLayerError
+from ..ir.graph import fresh_name
 from ..ir.opset import same_pads
 from ..registry import register_backend
 
@@ -349,10 +350,7 @@ class _Builder:
         base = _NAME_BAD.sub("_", node.origin or node.name) or "layer"
         if suffix:
             base = f"{base}_{suffix}"
-        name, i = base, 0
-        while name in self._names:
-            i += 1
-            name = f"{base}_{i}"
+        name = fresh_name(base, self._names)
         self._names.add(name)
         return name
 

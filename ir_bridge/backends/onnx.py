@@ -35,6 +35,7 @@ import numpy as np
 
 from .._lazy import require
 from ..errors import InvalidModelError, IRBridgeError, UnsupportedLayerError
+from ..ir.graph import fresh_name
 from ..ir.schema import get_schema
 from ..registry import register_backend
 
@@ -97,10 +98,7 @@ class _Emitter:
 
     def unique(self, base: str) -> str:
         """A tensor name not used yet, derived from ``base``."""
-        name, i = base, 0
-        while name in self._used:
-            i += 1
-            name = f"{base}_{i}"
+        name = fresh_name(base, self._used)
         self._used.add(name)
         return name
 

@@ -115,12 +115,7 @@ class Graph:
 
     def unique_name(self, base: str) -> str:
         """``base`` made safe and unique in this graph (``base_1``, ``base_2``… if taken)."""
-        base = _NAME_OK.sub("_", str(base)) or "node"
-        name, i = base, 0
-        while name in self._nodes:
-            i += 1
-            name = f"{base}_{i}"
-        return name
+        return fresh_name(_NAME_OK.sub("_", str(base)) or "node", self._nodes)
 
     def add_node(
         self,
@@ -354,6 +349,15 @@ class Graph:
                     f"graph {self.name!r} has a cycle: {' -> '.join(u for u, _ in cycle)}"
                 ) from None
         return self._order
+
+
+def fresh_name(base: str, taken) -> str:
+    """``base``, or ``base_1``, ``base_2``… : the first not in ``taken`` (a set or mapping)."""
+    name, i = base, 0
+    while name in taken:
+        i += 1
+        name = f"{base}_{i}"
+    return name
 
 
 def _name_of(x: str | Node) -> str:
